@@ -1,0 +1,139 @@
+"""The one interface every stage uses to talk to a vision-language dual encoder.
+
+A backbone is a frozen image encoder and a frozen text encoder that map into one joint
+space. Prompt learners only ever touch it through this class:
+
+* ``image_transform(train)`` -> the backbone's own preprocessing (PIL image -> tensor);
+* ``encode_image(images, visual_prompt)`` -> joint-space image features;
+* ``tokenize(texts)`` -> :class:`TokenizedText` (ids plus where each sequence ends);
+* ``embed_tokens(ids)`` -> rows of the token-embedding table, where soft prompts live;
+* ``encode_text(tokens)`` / ``encode_text_embeddings(embeddings, tokens)`` -> text features;
+* ``logit_scale`` -> the temperature that turns cosine similarities into logits.
+
+Features are returned unnormalised, as CLIP's ``encode_image``/``encode_text`` do; callers
+normalise (see :func:`cosine_logits`).
+
+Text is always cut to the longest sequence of the batch before the transformer runs. For
+CLIP's causal transformer the features are read at the EOT token and no position attends to
+a later one, so dropping everything after the last EOT changes nothing; for a bidirectional
+encoder (MiniLM) padding is masked out of attention and pooling, so dropping it changes
+nothing either. ``truncate=False`` keeps the full context length so tests can prove this.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """Token ids of a batch of texts, padded to the encoder's context length.
+
+    ``ids``: [N, L] int64. ``eot``: [N] int64, index of each sequence's last real token
+    (CLIP's end-of-text token, BERT's [SEP]); everything after it is padding.
+    """
+
+    ids: Tensor
+    eot: Tensor
+
+    def __post_init__(self) -> None:
+        if self.ids.ndim != 2 or self.eot.shape != self.ids.shape[:1]:
+            raise ValueError(
+                f"TokenizedText expects ids [N, L] and eot [N], got {tuple(self.ids.shape)} "
+                f"and {tuple(self.eot.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    @property
+    def length(self) -> int:
+        """Number of positions that matter for this batch: last EOT + 1."""
+        return int(self.eot.max().item()) + 1 if len(self) else 0
+
+    def truncated(self) -> "TokenizedText":
+        return TokenizedText(self.ids[:, : self.length], self.eot)
+
+    def to(self, device: torch.device | str) -> "TokenizedText":
+        return TokenizedText(self.ids.to(device), self.eot.to(device))
+
+    def __getitem__(self, index) -> "TokenizedText":
+        return TokenizedText(self.ids[index], self.eot[index])
+
+
+class Backbone(nn.Module, ABC):
+    """A frozen dual encoder. Subclasses set the attributes below in ``__init__``."""
+
+    #: identifier used in feature-cache keys and result files, e.g. "open_clip:ViT-B-16:openai"
+    name: str
+    #: joint embedding dimension of image and text features
+    embed_dim: int
+    #: dimension of token embeddings, i.e. of one soft-prompt context vector
+    text_width: int
+    #: width of the vision transformer's tokens (VPT prompt width); None for a CNN
+    vision_width: int | None
+    #: number of vision transformer layers (deep VPT depth); 0 for a CNN
+    vision_layers: int
+    #: input resolution of the image encoder
+    image_size: int
+    #: position in a tokenized prompt where soft context vectors start (after SOS / [CLS])
+    context_start: int = 1
+
+    @property
+    @abstractmethod
+    def logit_scale(self) -> float:
+        """Multiplier applied to cosine similarities (CLIP: exp(learned) = 100)."""
+
+    @abstractmethod
+    def image_transform(self, train: bool = False) -> Callable[[Image.Image], Tensor]:
+        """The preprocessing the image encoder expects; ``train`` adds augmentation."""
+
+    @abstractmethod
+    def encode_image(self, images: Tensor, visual_prompt: Tensor | None = None) -> Tensor:
+        """[B, 3, H, W] preprocessed images -> [B, embed_dim] features.
+
+        ``visual_prompt`` is backend-specific. Vision transformers take
+        [depth, n_tokens, vision_width] prompt tokens (depth 1 = shallow VPT, depth > 1 =
+        deep VPT, replacing the prompt outputs of the first ``depth`` layers). CNNs take an
+        additive pixel-space prompt [3, H, W] (Bahng et al.'s padding prompt).
+        """
+
+    @abstractmethod
+    def tokenize(self, texts: list[str]) -> TokenizedText:
+        """Texts -> token ids padded to the context length, with end positions."""
+
+    @abstractmethod
+    def embed_tokens(self, ids: Tensor) -> Tensor:
+        """[N, L] ids -> [N, L, text_width] rows of the token-embedding table."""
+
+    @abstractmethod
+    def encode_text_embeddings(
+        self, embeddings: Tensor, tokens: TokenizedText, truncate: bool = True
+    ) -> Tensor:
+        """Run the text encoder on token embeddings (soft prompts already spliced in).
+
+        ``tokens`` gives the end position of each sequence (the embedding rows after it are
+        padding). Returns [N, embed_dim].
+        """
+
+    def encode_text(self, tokens: TokenizedText, truncate: bool = True) -> Tensor:
+        if truncate:
+            tokens = tokens.truncated()
+        return self.encode_text_embeddings(self.embed_tokens(tokens.ids), tokens, truncate)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def cosine_logits(image_features: Tensor, text_features: Tensor, logit_scale: float) -> Tensor:
+    """CLIP's classifier: scaled cosine similarity of every image with every class."""
+    image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+    return logit_scale * image_features @ text_features.t()

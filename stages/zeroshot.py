@@ -1,0 +1,44 @@
+"""DVC stage `zeroshot`: zero-shot accuracy of the backbone on each configured dataset.
+
+Reads params: backbone, data, datasets, domain_shift.targets, features.
+Writes metrics/zeroshot.json: {"<dataset>": {"accuracy", "chance", "num_classes", "num_test"}}.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.backbones import cosine_logits, load_backbone
+from pipeline.data import load_dataset
+from pipeline.features import image_features
+from pipeline.io import write_json
+from pipeline.params import data_root, dataset_spec, load_params
+from pipeline.zeroshot import accuracy, class_prompts, text_classifier
+
+
+def main() -> None:
+    params = load_params()
+    backbone = load_backbone(params["backbone"])
+    names = list(dict.fromkeys(params["datasets"] + params["domain_shift"]["targets"]))
+    results = {}
+    for name in names:
+        dataset = load_dataset(dataset_spec(params, name), data_root(params), splits=("test",))
+        features = image_features(
+            backbone, [d.path for d in dataset.test], desc=f"{name} test", **params["features"]
+        )
+        classifier = text_classifier(backbone, class_prompts(dataset.template, dataset.classnames))
+        labels = torch.tensor([d.label for d in dataset.test])
+        result = accuracy(cosine_logits(features, classifier, backbone.logit_scale), labels)
+        n_classes = len(dataset.classnames)
+        results[name] = {
+            "accuracy": round(result.percent, 2),
+            "chance": round(100.0 / n_classes, 2),
+            "num_classes": n_classes,
+            "num_test": result.total,
+        }
+        print(f"{name}: {result.percent:.2f}% zero-shot ({n_classes} classes, {result.total} test)")
+    write_json("metrics/zeroshot.json", results)
+
+
+if __name__ == "__main__":
+    main()

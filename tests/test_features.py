@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.features import ImageDecodeError, image_features
+
+
+@pytest.fixture()
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+class CountingEncoder:
+    """Wraps a backbone's encode_image to count how many images it really encodes."""
+
+    def __init__(self, backbone, monkeypatch):
+        self.count = 0
+        original = backbone.encode_image
+
+        def counted(batch, visual_prompt=None):
+            self.count += len(batch)
+            return original(batch, visual_prompt)
+
+        monkeypatch.setattr(backbone, "encode_image", counted)
+
+
+def test_cached_features_equal_direct_encoding_and_are_computed_once(
+    tiny_clip, images, tmp_path, monkeypatch
+):
+    counter = CountingEncoder(tiny_clip, monkeypatch)
+    cache = tmp_path / "cache"
+    first = image_features(tiny_clip, images, cache_dir=cache, batch_size=2)
+    assert counter.count == 5
+    again = image_features(tiny_clip, images[::-1], cache_dir=cache)
+    assert counter.count == 5  # nothing re-encoded
+    torch.testing.assert_close(again, first.flip(0))
+
+    transform = tiny_clip.image_transform(train=False)
+    with torch.no_grad():
+        direct = tiny_clip.encode_image(
+            torch.stack([transform(Image.open(p)) for p in images])
+        )
+    torch.testing.assert_close(first, direct, atol=1e-5, rtol=1e-5)
+
+
+def test_interrupted_encoding_resumes_with_only_the_missing_images(
+    tiny_clip, images, tmp_path, monkeypatch
+):
+    cache = tmp_path / "cache"
+    partial = image_features(tiny_clip, images[:2], cache_dir=cache)
+    counter = CountingEncoder(tiny_clip, monkeypatch)
+    full = image_features(tiny_clip, images, cache_dir=cache)
+    assert counter.count == 3
+    torch.testing.assert_close(full[:2], partial)
+
+
+def test_augmented_views_are_fixed_per_image_and_view(tiny_clip, images, tmp_path):
+    torch.manual_seed(123)
+    view0 = image_features(tiny_clip, images, view=0, cache_dir=tmp_path / "a")
+    torch.manual_seed(456)  # the global random state must not matter
+    view0_again = image_features(tiny_clip, images[::-1], view=0, cache_dir=tmp_path / "b")
+    view1 = image_features(tiny_clip, images, view=1, cache_dir=tmp_path / "a")
+    test = image_features(tiny_clip, images, cache_dir=tmp_path / "a")
+    torch.testing.assert_close(view0, view0_again.flip(0))
+    assert not torch.allclose(view0, view1)
+    assert not torch.allclose(view0, test)
+
+
+def test_corrupt_and_missing_images_are_named(tiny_clip, images, tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(ImageDecodeError, match="corrupt.jpg: cannot decode"):
+        image_features(tiny_clip, [images[0], corrupt], cache_dir=tmp_path / "c")
+    with pytest.raises(ImageDecodeError, match="absent.png: image file is missing"):
+        image_features(tiny_clip, [tmp_path / "absent.png"], cache_dir=tmp_path / "c")
