@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -87,7 +87,8 @@ class FeatureStore:
         for start in range(0, len(keys), 500):
             chunk = list(keys[start : start + 500])
             marks = ",".join("?" * len(chunk))
-            rows = self.connection.execute(f"SELECT key FROM features WHERE key IN ({marks})", chunk)
+            query = f"SELECT key FROM features WHERE key IN ({marks})"
+            rows = self.connection.execute(query, chunk)
             have.update(row[0] for row in rows)
         return [i for i, key in enumerate(keys) if key not in have]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .backbones import Backbone, cosine_logits
+from .backbones import Backbone
 
 
 @dataclass(frozen=True)

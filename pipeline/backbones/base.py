@@ -23,8 +23,8 @@ nothing either. ``truncate=False`` keeps the full context length so tests can pr
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from PIL import Image
@@ -57,13 +57,13 @@ class TokenizedText:
         """Number of positions that matter for this batch: last EOT + 1."""
         return int(self.eot.max().item()) + 1 if len(self) else 0
 
-    def truncated(self) -> "TokenizedText":
+    def truncated(self) -> TokenizedText:
         return TokenizedText(self.ids[:, : self.length], self.eot)
 
-    def to(self, device: torch.device | str) -> "TokenizedText":
+    def to(self, device: torch.device | str) -> TokenizedText:
         return TokenizedText(self.ids.to(device), self.eot.to(device))
 
-    def __getitem__(self, index) -> "TokenizedText":
+    def __getitem__(self, index) -> TokenizedText:
         return TokenizedText(self.ids[index], self.eot[index])
 
 

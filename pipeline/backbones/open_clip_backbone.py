@@ -53,7 +53,9 @@ class OpenClipBackbone(Backbone):
                 f"local path as backbone.open_clip.pretrained ({error})"
             ) from error
         if not isinstance(clip_model, open_clip.CLIP):
-            raise ValueError(f"{model}: only open_clip.CLIP models (built-in text tower) are supported")
+            raise ValueError(
+                f"{model}: only open_clip.CLIP models (built-in text tower) are supported"
+            )
         if not isinstance(clip_model.visual, open_clip.transformer.VisionTransformer):
             raise ValueError(f"{model}: only ViT image towers are supported (got a CNN tower)")
         self.model = clip_model

@@ -7,7 +7,7 @@ Images are converted to RGB first: several datasets hold grayscale or palette im
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 from torch import Tensor
