@@ -49,7 +49,7 @@ def ingest_sample(
     rows = read_sample_tsv(input_dir / PAIR_LIST)
     pattern = str(clear_shards(shards_dir) / SHARD_PATTERN)
     records = []
-    with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0) as writer:
+    with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0, mtime=0) as writer:
         for row in tqdm(rows, desc="ingest sample pairs", unit="pair"):
             if row.reason is not None:
                 records.append(_record(row, row.reason))
