@@ -36,7 +36,8 @@ def test_soft_prompt_path_equals_token_path(tiny_clip):
 def test_visual_prompt_of_no_tokens_changes_nothing(tiny_clip):
     images = torch.randn(2, 3, tiny_clip.image_size, tiny_clip.image_size)
     empty = torch.zeros(1, 0, tiny_clip.vision_width)
-    torch.testing.assert_close(tiny_clip.encode_image(images, empty), tiny_clip.encode_image(images))
+    with_empty_prompt = tiny_clip.encode_image(images, empty)
+    torch.testing.assert_close(with_empty_prompt, tiny_clip.encode_image(images))
 
 
 @pytest.mark.parametrize("depth", [1, 2])
@@ -79,9 +80,8 @@ def test_local_checkpoint_path_loads_the_same_weights(tiny_clip, tmp_path):
 
     checkpoint = tmp_path / "tiny.pt"
     torch.save(tiny_clip.model.state_dict(), checkpoint)
-    loaded = create_backbone(
-        {"kind": "open_clip", "open_clip": {"model": "gram-tiny-vit", "pretrained": str(checkpoint)}}
-    )
+    options = {"model": "gram-tiny-vit", "pretrained": str(checkpoint)}
+    loaded = create_backbone({"kind": "open_clip", "open_clip": options})
     tokens = tiny_clip.tokenize(PROMPTS)
     torch.testing.assert_close(loaded.encode_text(tokens), tiny_clip.encode_text(tokens))
     assert loaded.logit_scale == pytest.approx(tiny_clip.logit_scale)

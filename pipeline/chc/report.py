@@ -1,0 +1,88 @@
+"""Views of the topics a person can read: a markdown table, a 2-D topic map, topic sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _matplotlib():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def topics_markdown(topics: pd.DataFrame, num_pairs: int, noise_fraction: float) -> str:
+    lines = [
+        "# Topics",
+        "",
+        f"{len(topics)} topics over {num_pairs} captions; {noise_fraction:.1%} noise "
+        "(no topic, dropped). Words scored by GRAM Eq. 3.",
+        "",
+        "| id | topic word | size | top words (score) | examples |",
+        "|---:|---|---:|---|---|",
+    ]
+    for row in topics.itertuples():
+        words = ", ".join(f"{w} ({s:.3f})" for w, s in zip(row.words, row.scores, strict=True))
+        examples = " / ".join(_cell(e) for e in row.examples)
+        lines.append(f"| {row.topic_id} | **{row.topic_word}** | {row.size} | {words} | "
+                     f"{examples} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str, limit: int = 80) -> str:
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def map_2d(reduced: np.ndarray, random_state: int = 0, n_neighbors: int = 15) -> np.ndarray:
+    """2-D UMAP of the (already reduced) coordinates, for the topic map only."""
+    from umap import UMAP
+
+    n_neighbors = max(2, min(n_neighbors, len(reduced) - 1))
+    return UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, n_jobs=1,
+                random_state=random_state).fit_transform(reduced)
+
+
+def plot_topic_map(
+    xy: np.ndarray, labels: np.ndarray, words: list[str], path: str | Path, n_named: int = 20
+) -> None:
+    """Scatter of the captions coloured by topic (noise grey), largest topics named."""
+    plt = _matplotlib()
+    fig, ax = plt.subplots(figsize=(10, 8), dpi=110)
+    noise = labels < 0
+    ax.scatter(xy[noise, 0], xy[noise, 1], s=3, c="#cccccc", linewidths=0, label="noise")
+    colours = plt.get_cmap("tab20")
+    for topic in np.unique(labels[~noise]):
+        inside = labels == topic
+        ax.scatter(xy[inside, 0], xy[inside, 1], s=4, color=colours(topic % 20), linewidths=0)
+        if topic < n_named:
+            x, y = np.median(xy[inside], axis=0)
+            ax.annotate(words[topic], (x, y), fontsize=8, weight="bold", ha="center")
+    ax.set_title(f"Caption embeddings by topic ({len(words)} topics, "
+                 f"{noise.mean():.0%} noise in grey)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_topic_sizes(topics: pd.DataFrame, path: str | Path, n_shown: int = 60) -> None:
+    plt = _matplotlib()
+    shown = topics.head(n_shown)
+    fig, ax = plt.subplots(figsize=(max(6, 0.22 * len(shown) + 2), 4.5), dpi=110)
+    ax.bar(range(len(shown)), shown["size"], color="#4c72b0")
+    ax.set_xticks(range(len(shown)))
+    ax.set_xticklabels(shown["topic_word"], rotation=90, fontsize=7)
+    ax.set_ylabel("captions")
+    more = f" (largest {n_shown} of {len(topics)})" if len(topics) > n_shown else ""
+    ax.set_title(f"Topic sizes{more}")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

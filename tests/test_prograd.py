@@ -1,0 +1,111 @@
+"""ProGrad's gradient rule on hand-made gradients, and lambda = 0 being exactly CoOp."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.learners import CoOp, ProGrad, prograd_projection, soft_cross_entropy
+from pipeline.training import TrainConfig, TrainingSet, train
+
+
+def project(d, g, lam=1.0):
+    return prograd_projection({"p": torch.tensor(d)}, {"p": torch.tensor(g)}, lam)["p"]
+
+
+def test_conflicting_gradient_loses_its_component_along_the_general_direction():
+    # g_d = (1, 0), g_g = (-1, 1): dot -1 < 0; g_hat = (-1, 1)/sqrt(2);
+    # g_d - (g_d . g_hat) g_hat = (1, 0) - (-1/sqrt 2)(-1, 1)/sqrt 2 = (0.5, 0.5)
+    out = project([1.0, 0.0], [-1.0, 1.0])
+    torch.testing.assert_close(out, torch.tensor([0.5, 0.5]))
+    assert float(out @ torch.tensor([-1.0, 1.0])) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("lam, expected", [(0.0, [1.0, 0.0]), (0.5, [0.75, 0.25]),
+                                           (1.0, [0.5, 0.5])])  # fmt: skip
+def test_lambda_scales_the_removed_component(lam, expected):
+    torch.testing.assert_close(project([1.0, 0.0], [-1.0, 1.0], lam), torch.tensor(expected))
+
+
+@pytest.mark.parametrize("general", [[1.0, 1.0], [0.0, 3.0], [2.0, -1.0]])
+def test_aligned_or_orthogonal_gradient_is_kept(general):
+    # dot products 1 (aligned), 0 (orthogonal), 2 (aligned): never projected
+    out = project([1.0, 0.0], general)
+    assert torch.equal(out, torch.tensor([1.0, 0.0]))
+
+
+def test_zero_general_gradient_leaves_the_domain_gradient():
+    assert torch.equal(project([1.0, -2.0], [0.0, 0.0]), torch.tensor([1.0, -2.0]))
+
+
+def test_projection_is_per_tensor_not_over_the_flattened_prompt():
+    g_d = {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([0.0, 4.0])}
+    g_g = {"a": torch.tensor([-1.0, 1.0]), "b": torch.tensor([0.0, 1.0])}
+    out = prograd_projection(g_d, g_g, 1.0)
+    torch.testing.assert_close(out["a"], torch.tensor([0.5, 0.5]))  # conflicting: projected
+    assert torch.equal(out["b"], g_d["b"])  # aligned: kept
+    # over the flattened vector the dot product is -1 + 4 > 0: nothing would change
+    flat = project([1.0, 0.0, 0.0, 4.0], [-1.0, 1.0, 0.0, 1.0])
+    assert torch.equal(flat, torch.tensor([1.0, 0.0, 0.0, 4.0]))
+
+
+def test_soft_cross_entropy_is_kl_up_to_a_constant_with_t_squared():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 7, requires_grad=True)
+    teacher = torch.randn(5, 7)
+    for t in (1.0, 2.0):
+        ours = soft_cross_entropy(logits, teacher, t)
+        p = F.softmax(teacher / t, dim=-1)
+        kl = F.kl_div(F.log_softmax(logits / t, dim=-1), p, reduction="batchmean") * t * t
+        entropy = -(p * p.log()).sum(-1).mean() * t * t
+        torch.testing.assert_close(ours, kl + entropy)
+        (g_ours,) = torch.autograd.grad(ours, logits)
+        (g_kl,) = torch.autograd.grad(kl, logits)
+        torch.testing.assert_close(g_ours, g_kl)
+
+
+def test_prograd_step_is_the_projection_of_the_ce_gradient(tiny_clip):
+    torch.manual_seed(1)
+    names = ["cat", "dog", "bird"]
+    learner = ProGrad(tiny_clip, names, n_ctx=6, init_words="a photo of a", lam=1.0)
+    from pipeline.learners import Batch
+
+    batch = Batch(torch.tensor([0, 1, 2, 1]), features=torch.randn(4, tiny_clip.embed_dim),
+                  teacher_logits=torch.randn(4, 3) * 5)  # fmt: skip
+    step = learner.training_gradients(batch)
+    ctx = learner.text_ctx
+    logits = learner.logits(batch)
+    (g_d,) = torch.autograd.grad(F.cross_entropy(logits, batch.labels), ctx, retain_graph=True)
+    (g_g,) = torch.autograd.grad(soft_cross_entropy(logits, batch.teacher_logits), ctx)
+    dot = float((g_d * g_g).sum())
+    expected = g_d - (g_d * g_g).sum() / g_g.norm() ** 2 * g_g if dot < 0 else g_d
+    torch.testing.assert_close(step.grads["text_ctx"], expected)
+    # ProGrad's context init: zeros, then the words in the last slots
+    assert torch.equal(ProGrad(tiny_clip, names, n_ctx=6, init_words="a photo of a")
+                       .text_ctx[:2], torch.zeros(2, tiny_clip.text_width))  # fmt: skip
+
+
+def test_lambda_zero_gives_exactly_coops_update(tiny_clip):
+    torch.manual_seed(2)
+    names = ["cat", "dog", "bird", "fish"]
+    n = 12
+    data = TrainingSet(
+        labels=torch.arange(n) % 4,
+        view_ids=[0, 1],
+        features=torch.randn(2, n, tiny_clip.embed_dim),
+        teacher_logits=torch.randn(2, n, 4) * 10,
+    )
+    config = TrainConfig(epochs=3, batch_size=4, lr=0.05, warmup_epochs=1, seed=3)
+    coop = CoOp(tiny_clip, names, init_words="a photo of a")
+    prograd = ProGrad(tiny_clip, names, init_words="a photo of a", pad_init=False, lam=0.0)
+    assert torch.equal(coop.text_ctx, prograd.text_ctx)
+    history_coop = train(coop, data, config).history
+    history_prograd = train(prograd, data, config).history
+    assert torch.equal(coop.text_ctx, prograd.text_ctx)
+    assert history_coop == history_prograd
+    # and lambda = 1 does change the update on the same data (the test can fail)
+    prograd_full = ProGrad(tiny_clip, names, init_words="a photo of a", pad_init=False, lam=1.0)
+    train(prograd_full, data, config)
+    assert not torch.allclose(coop.text_ctx, prograd_full.text_ctx)
+    assert math.isfinite(history_coop[-1]["loss"])
