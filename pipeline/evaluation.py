@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from .backbones import Backbone
 from .data import DatasetSplits, Datum, few_shot_splits, harmonic_mean
-from .features import _ImageFiles, image_features
+from .features import ImageFiles, image_features
 from .learners import Batch, PromptLearner
 from .params import check_range, get
 from .zeroshot import Accuracy, accuracy
@@ -60,7 +60,7 @@ def evaluate(
     classifier = learner.class_features() if learner.shared_classifier else None
     logits = []
     if learner.needs_images:
-        files = _ImageFiles(paths, backbone.image_transform(train=False), None, 0)
+        files = ImageFiles(paths, backbone.image_transform(train=False), None, 0)
         done = 0
         for images in DataLoader(files, batch_size=batch_size):
             chunk = Batch(labels[done : done + len(images)], images=images.to(backbone.device))

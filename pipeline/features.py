@@ -52,7 +52,9 @@ def load_rgb(path: Path) -> Image.Image:
         raise ImageDecodeError(f"{path}: cannot decode image ({error})") from None
 
 
-class _ImageFiles(Dataset):
+class ImageFiles(Dataset):
+    """Decoded, preprocessed images; ``view=v`` gives the same augmented crop in every run."""
+
     def __init__(self, paths: Sequence[Path], transform, view: int | None, aug_seed: int):
         self.paths, self.transform, self.view, self.aug_seed = paths, transform, view, aug_seed
 
@@ -140,7 +142,7 @@ def image_features(
         todo = store.missing(keys)
         if todo:
             transform = backbone.image_transform(train=view is not None)
-            files = _ImageFiles([paths[i] for i in todo], transform, view, aug_seed)
+            files = ImageFiles([paths[i] for i in todo], transform, view, aug_seed)
             loader = DataLoader(files, batch_size=batch_size, num_workers=num_workers)
             done = 0
             with tqdm(total=len(todo), desc=desc, unit="img") as bar:

@@ -38,7 +38,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .backbones import Backbone, cosine_logits
-from .features import _ImageFiles, image_features
+from .features import ImageFiles, image_features
 from .io import seed_everything
 from .learners import Batch, PromptLearner
 from .params import ParamError, check_range
@@ -140,7 +140,7 @@ class TrainingSet:
     def _image(self, index: int, view: int | None) -> Tensor:
         transform = self.backbone.image_transform(train=view is not None)
         # the same seeded preprocessing as the feature cache, so view v is the same crop
-        return _ImageFiles([self.paths[index]], transform, view, self.aug_seed)[0]
+        return ImageFiles([self.paths[index]], transform, view, self.aug_seed)[0]
 
     def fingerprint(self) -> str:
         digest = hashlib.sha1(self.labels.cpu().numpy().tobytes())
