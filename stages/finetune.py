@@ -153,6 +153,8 @@ def main() -> None:
     backbone = load_backbone(params["backbone"])
     datasets = Datasets(params)
     tag = Path(args.method) / f"seed{args.seed}" / args.part
+    # A DVC output even for methods with nothing to train (zero-shot): it must exist.
+    (Path("dvclive/finetune") / tag).mkdir(parents=True, exist_ok=True)
 
     results: dict = {}
     runs: dict = {}

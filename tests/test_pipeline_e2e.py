@@ -122,7 +122,7 @@ def pipeline_run(tmp_path_factory):
     _small_pairs(root / "data" / "embedded" / "pairs")
     downstream = root / "data" / "embedded" / "downstream"
     for name in ("fashion_mnist", "digits"):
-        _small_dataset(name, downstream, {"train": 3, "val": 1, "test": 3})
+        _small_dataset(name, downstream, {"train": 3, "val": 2, "test": 3})
     _small_dataset("fashion_mnist_sketch", downstream, {"train": 0, "val": 0, "test": 3})
     for command in (["git", "init", "-q"], DVC + ["init", "-q"], ["git", "add", "-A"],
                     ["git", "commit", "-qm", "scratch"]):
