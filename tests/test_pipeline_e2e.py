@@ -74,6 +74,7 @@ def _tiny_params() -> dict:
     params["domain_shift"] = {"source": "fashion_mnist", "targets": ["fashion_mnist_sketch"]}
     params["features"]["batch_size"] = 16
     params["ingest"]["image_size"] = 64
+    params["filter"]["min_similarity"] = -1.0  # a random model's similarities mean nothing
     params["topics"]["hdbscan"]["min_cluster_size"] = 5
     params["topics"]["umap"]["n_neighbors"] = 5
     params["topics"]["min_topics"] = 2
