@@ -160,6 +160,17 @@ def test_image_features_are_the_probability_weighted_class_texts(backbone, sampl
     assert torch.equal(features, zero_prompt)
 
 
+def test_channels_last_layout_gives_the_plain_layout_logits(backbone, sample_photos):
+    from pipeline.backbones.embedded import load_efficientnet_lite0
+
+    assert backbone.image_model.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = load_efficientnet_lite0().eval()  # NCHW weights, the reference layout
+    images = torch.stack([backbone.image_transform()(p) for p in sample_photos.values()])
+    with torch.no_grad():
+        torch.testing.assert_close(backbone.imagenet_logits(images), plain(images),
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_transforms_handle_grayscale_and_augment(backbone):
     gray = Image.new("L", (300, 200), color=128)
     test_image = backbone.image_transform(train=False)(gray)

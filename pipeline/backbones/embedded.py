@@ -166,7 +166,10 @@ class EmbeddedBackbone(Backbone):
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
         self.text_model = AutoModel.from_pretrained(str(minilm_path()), local_files_only=True)
-        self.image_model = load_efficientnet_lite0()
+        # channels_last: PyTorch's CPU depthwise convolutions run about 2x faster in NHWC
+        # (measured 14 -> 32 img/s on 2 cores; 1.4x with gradients), same outputs to
+        # rounding (tests/test_embedded_backbone.py).
+        self.image_model = load_efficientnet_lite0().to(memory_format=torch.channels_last)
         self.requires_grad_(False)
         self.eval()
 
