@@ -56,6 +56,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
     warmup_lr: float = 1e-5
+    # prompt tensor name -> multiplier of lr for it: a pixel prompt's gradients are ~1e-3 of
+    # a text context's, so the joint (UNIGRAM) learner on a CNN needs one lr per group
+    lr_scale: Mapping[str, float] = field(default_factory=dict)
     seed: int = 1
 
     @classmethod
@@ -73,6 +76,10 @@ class TrainConfig:
         check_range(f"{where}.weight_decay", config.weight_decay, 0.0, 1.0)
         check_range(f"{where}.warmup_epochs", config.warmup_epochs, 0, 100_000, integer=True)
         check_range(f"{where}.warmup_lr", config.warmup_lr, 0.0, 1e4)
+        if not isinstance(config.lr_scale, Mapping):
+            raise ParamError(f"params.yaml: {where}.lr_scale must map prompt names to numbers")
+        for name, scale in config.lr_scale.items():
+            check_range(f"{where}.lr_scale.{name}", scale, 0.0, 1e6)
         return config
 
 
@@ -297,10 +304,15 @@ def train(
     result = TrainResult()
     if not params:  # zero-shot: nothing to train
         return result
+    unknown = sorted(set(config.lr_scale) - set(params))
+    if unknown:
+        raise ParamError(f"lr_scale.{unknown[0]} is not a prompt of {type(learner).__name__}; "
+                         f"its prompts are {sorted(params)}")
+    groups = [{"params": [p], "lr_scale": float(config.lr_scale.get(name, 1.0))}
+              for name, p in params.items()]  # fmt: skip
     optimizer = torch.optim.SGD(
-        params.values(), lr=config.lr, momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )  # fmt: skip
+        groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
     fingerprint = _fingerprint(learner, data, config, run_key)
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -317,7 +329,7 @@ def train(
     for epoch in range(result.resumed_from, last):
         lr = epoch_lr(epoch, config)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         loss_sum, correct, count = 0.0, 0, 0
         batches = epoch_batches(len(data), len(data.view_ids), config.batch_size, config.seed,
                                 epoch)  # fmt: skip

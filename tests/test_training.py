@@ -150,3 +150,28 @@ def test_init_state_and_gradient_transform_hooks(tiny_clip):
         load_init_state(plain, {"visual_prompt": torch.zeros(1)})
     with pytest.raises(ValueError, match="shape"):
         load_init_state(plain, {"text_ctx": torch.zeros(2, 2)})
+
+
+def test_lr_scale_multiplies_the_lr_of_one_prompt_tensor(tiny_clip):
+    torch.manual_seed(0)
+    from pipeline.params import ParamError
+    from pipeline.training import TrainingSet
+
+    data = TrainingSet(labels=torch.arange(6) % 3, view_ids=[None],
+                       features=torch.randn(1, 6, tiny_clip.embed_dim))  # fmt: skip
+    base = dict(epochs=2, batch_size=3, weight_decay=0.0, warmup_epochs=0)
+    scaled = CoOp(tiny_clip, NAMES, init_words=None)
+    plain = CoOp(tiny_clip, NAMES, init_words=None)
+    train(scaled, data, TrainConfig(lr=0.1, lr_scale={"text_ctx": 4.0}, **base))
+    train(plain, data, TrainConfig(lr=0.4, **base))
+    assert torch.equal(scaled.text_ctx, plain.text_ctx)
+
+    frozen = CoOp(tiny_clip, NAMES, init_words=None)
+    start = frozen.text_ctx.detach().clone()
+    train(frozen, data, TrainConfig(lr=0.1, lr_scale={"text_ctx": 0.0}, **base))
+    assert torch.equal(frozen.text_ctx.detach(), start)
+
+    with pytest.raises(ParamError, match="lr_scale.visual_prompt is not a prompt of CoOp"):
+        train(plain, data, TrainConfig(lr=0.1, lr_scale={"visual_prompt": 2.0}, **base))
+    with pytest.raises(ParamError, match="finetune.lr_scale.text_ctx"):
+        TrainConfig.from_params({"lr_scale": {"text_ctx": -1.0}}, seed=1)

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -102,6 +103,32 @@ def load_efficientnet_lite0() -> torch.nn.Module:
     return model
 
 
+def fold_batch_norms(model: torch.nn.Module) -> int:
+    """Fold every eval-mode BatchNorm into the convolution before it; returns how many.
+
+    The network is frozen, so each BatchNorm is a fixed per-channel affine map that can live
+    in the preceding convolution's weights (torch's ``fuse_conv_bn_eval`` does the maths);
+    this removes a third of the forward time on a CPU. Neither timm nor torch.fx folds timm's
+    ``BatchNormAct2d`` (norm + activation in one module), so the pairs are found here: in
+    timm's EfficientNet every norm is registered right after the convolution it follows.
+    The norm is replaced by what it ran after normalising (dropout, activation).
+    """
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    folded = 0
+    for parent in list(model.modules()):
+        children = list(parent.named_children())
+        for (conv_name, conv), (norm_name, norm) in pairwise(children):
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, norm))
+                after = [norm.drop, norm.act] if hasattr(norm, "act") else []
+                setattr(parent, norm_name, nn.Sequential(*after))
+                folded += 1
+    return folded
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     # a module-level function, not a lambda, so DataLoader workers can pickle the transform
     return image.convert("RGB")
@@ -166,10 +193,13 @@ class EmbeddedBackbone(Backbone):
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
         self.text_model = AutoModel.from_pretrained(str(minilm_path()), local_files_only=True)
-        # channels_last: PyTorch's CPU depthwise convolutions run about 2x faster in NHWC
-        # (measured 14 -> 32 img/s on 2 cores; 1.4x with gradients), same outputs to
-        # rounding (tests/test_embedded_backbone.py).
-        self.image_model = load_efficientnet_lite0().to(memory_format=torch.channels_last)
+        # Frozen, so fold the norms into the convolutions, and run in channels_last, where
+        # PyTorch's CPU depthwise convolutions are about 2x faster: 14 -> 34 img/s on 2
+        # cores (10 -> 16 with gradients for pixel prompts), the same logits to rounding
+        # (tests/test_embedded_backbone.py).
+        self.image_model = load_efficientnet_lite0()
+        fold_batch_norms(self.image_model)
+        self.image_model.to(memory_format=torch.channels_last)
         self.requires_grad_(False)
         self.eval()
 
