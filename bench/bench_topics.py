@@ -1,12 +1,13 @@
 """Time and peak memory of the `topics` fit against BERTopic's default fit, at several sizes.
 
 Corpus: WordNet glosses (~117k short English definitions; see bench/wordnet_glosses.py for
-how to get Debian's wordnet-base without root). They are embedded once with
-all-MiniLM-L6-v2 and cached (``--cache``); sizes above the corpus replicate it with a small
-Gaussian perturbation of each embedding (std ``--jitter`` per dimension, then renormalised),
-so growth can be measured past 117k. Every (method, size) runs in its own process; its peak
-memory is that whole process's ru_maxrss (os.wait4), its time the fit alone (embeddings are
-given, as in the stage).
+how to get Debian's wordnet-base without root), or with ``--corpus embedded`` the embedded
+sample's ~2.3k kept captions and their pipeline embeddings (no download). Glosses are
+embedded once with all-MiniLM-L6-v2 and cached (``--cache``). Sizes above the corpus
+replicate it with a small Gaussian perturbation of each embedding (std ``--jitter`` per
+dimension, then renormalised), so growth can be measured past the corpus size. Every
+(method, size) runs in its own process; its peak memory is that whole process's ru_maxrss
+(os.wait4), its time the fit alone (embeddings are given, as in the stage).
 
 Methods:
   bertopic        BERTopic's default fit (UMAP 15 nn, 5 d, min_dist 0, cosine, low_memory
@@ -40,8 +41,21 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 
-def corpus(cache: Path, wordnet: str | None) -> tuple[list[str], Path]:
-    """Glosses and the path of their cached embeddings (computed here on first use)."""
+KEPT_PAIRS = HERE.parent / "data/pairs/kept.parquet"
+CAPTION_EMBEDDINGS = HERE.parent / "data/chc/caption_embeddings.npy"
+
+
+def corpus(cache: Path, wordnet: str | None, kind: str = "wordnet") -> tuple[list[str], Path]:
+    """Captions and the path of their embeddings: WordNet glosses (embedded here on first
+    use), or ``embedded``: the pipeline's own kept captions (`dvc repro embed_captions`)."""
+    if kind == "embedded":
+        if not (KEPT_PAIRS.exists() and CAPTION_EMBEDDINGS.exists()):
+            raise SystemExit(f"--corpus embedded reads {KEPT_PAIRS} and {CAPTION_EMBEDDINGS}: "
+                             "run `dvc repro embed_captions` first")
+        import pandas as pd
+
+        return pd.read_parquet(KEPT_PAIRS, columns=["caption"])["caption"].tolist(), \
+            CAPTION_EMBEDDINGS
     from wordnet_glosses import read_glosses
 
     captions_file, vectors = cache / "glosses.json", cache / "glosses_minilm.npy"
@@ -125,7 +139,7 @@ def fit_ours(docs, embeddings, args):
 
 def worker(args) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    captions, vectors = corpus(Path(args.cache), None)
+    captions, vectors = corpus(Path(args.cache), None, args.corpus)
     docs, embeddings = subset(captions, vectors, args.size, args.jitter)
     start = time.perf_counter()
     if args.worker == "ours":
@@ -145,7 +159,7 @@ def name(method: str, args) -> str:
 def run_one(method: str, size: int, args) -> dict:
     command = [sys.executable, __file__, "--worker", method, "--size", str(size),
                "--cache", args.cache, "--jitter", str(args.jitter), "--seed", str(args.seed),
-               "--ours-init", args.ours_init, "--label", args.label]
+               "--ours-init", args.ours_init, "--label", args.label, "--corpus", args.corpus]
     if args.ours_sample:
         command += ["--ours-sample", str(args.ours_sample)]
     if args.ours_epochs:
@@ -176,6 +190,8 @@ def ari_vs_anchor(cache: Path, method: str, size: int) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wordnet", help="folder with data.noun etc. (wordnet-base)")
+    parser.add_argument("--corpus", choices=["wordnet", "embedded"], default="wordnet",
+                        help="WordNet glosses (117k) or the embedded sample's kept captions")
     parser.add_argument("--cache", default=".cache/bench_topics")
     parser.add_argument("--sizes", default="10000,30000,100000")
     parser.add_argument("--methods", default="bertopic,bertopic_seed2,ours")
@@ -189,11 +205,15 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.corpus == "embedded" and not args.worker:  # labels apart from the glosses' ones
+        args.cache = str(Path(args.cache) / "embedded")
+        Path(args.cache).mkdir(parents=True, exist_ok=True)
     if args.worker:
         return worker(args)
 
-    captions, _ = corpus(Path(args.cache), args.wordnet)
-    print(f"corpus: {len(captions)} WordNet glosses; threads {args.threads}")
+    captions, _ = corpus(Path(args.cache), args.wordnet, args.corpus)
+    what = "WordNet glosses" if args.corpus == "wordnet" else "embedded kept captions"
+    print(f"corpus: {len(captions)} {what}; threads {args.threads}")
     print(f"{'size':>8} {'method':<15} {'seconds':>8} {'cpu_s':>8} {'peak_MB':>8} {'topics':>6} "
           f"{'noise':>6} {'ARI':>6}  what")
     for size in [int(s) for s in args.sizes.split(",")]:
