@@ -151,3 +151,18 @@ def test_pipeline_produces_metrics_and_tables(pipeline_run):
 def test_second_repro_has_nothing_to_do(pipeline_run):
     status = _run(DVC + ["status"], pipeline_run).stdout
     assert "changed" not in status and "modified" not in status, status
+
+
+def test_changing_shots_invalidates_only_the_stages_that_read_it(pipeline_run):
+    params_file = pipeline_run / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["shots"] = 1
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = json.loads(_run(DVC + ["status", "--json"], pipeline_run).stdout)
+    finally:
+        params_file.write_text(original)
+    finetuned = {f"finetune@{m}-1" for m in ("zeroshot", "coop", "cocoop", "prograd", "vpt")}
+    gram = {f"finetune_gram@{m}-1" for m in ("coop_gram", "vpt_gram", "unigram")}
+    assert set(status) == finetuned | gram | {"evaluate"}  # not the few-shot curve, not CHC/meta
