@@ -1,10 +1,11 @@
-"""Tiny fake dataset trees in CoOp's layouts, for the dataset and few-shot tests."""
+"""Tiny fake dataset trees in CoOp's layouts and seeded noise images, for the tests."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 
@@ -12,6 +13,18 @@ def write_image(path: Path) -> None:
     """A 2x2 image in the format its extension names (PNG or JPEG)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (2, 2), (120, 30, 200)).save(path)
+
+
+def write_noise_images(folder: Path, count: int, seed: int, shape: tuple[int, int],
+                       prefix: str = "img") -> list[Path]:
+    """``count`` PNGs of seeded uniform noise, ``shape`` = (height, width)."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        path = folder / f"{prefix}{i}.png"
+        Image.fromarray(rng.integers(0, 255, (*shape, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
 
 
 def json_entries(classes: list[str], per_class: int, prefix: str) -> list[list]:

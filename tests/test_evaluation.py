@@ -18,6 +18,7 @@ from pipeline.evaluation import (
     tables_markdown,
 )
 from pipeline.learners import VPT, CoCoOp, CoOp
+from tests.coop_fakes import write_noise_images
 
 # GRAM Table 1, zero-shot CLIP, (base, new) on the 11 datasets, and its average row
 CLIP_TABLE_1 = {
@@ -129,13 +130,8 @@ def test_tables_follow_grams_row_order_and_take_whatever_methods_exist():
 
 @pytest.fixture()
 def test_images(tmp_path):
-    rng = np.random.default_rng(1)
-    items = []
-    for i in range(5):
-        path = tmp_path / f"t{i}.png"
-        Image.fromarray(rng.integers(0, 255, (32, 36, 3), dtype=np.uint8)).save(path)
-        items.append(Datum(path, i % 3, f"c{i % 3}"))
-    return items
+    paths = write_noise_images(tmp_path, 5, seed=1, shape=(32, 36), prefix="t")
+    return [Datum(path, i % 3, f"c{i % 3}") for i, path in enumerate(paths)]
 
 
 def test_evaluate_on_cached_features_and_through_the_prompted_encoder(

@@ -1,20 +1,14 @@
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from pipeline.features import ImageDecodeError, image_features
+from tests.coop_fakes import write_noise_images
 
 
 @pytest.fixture()
 def images(tmp_path):
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(5):
-        path = tmp_path / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
+    return write_noise_images(tmp_path, 5, seed=0, shape=(40, 48))
 
 
 class CountingEncoder:

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from pipeline.learners import CoOp, ProGrad, ZeroShot
 from pipeline.training import (
@@ -17,19 +16,14 @@ from pipeline.training import (
     load_init_state,
     train,
 )
+from tests.coop_fakes import write_noise_images
 
 NAMES = ["cat", "dog", "bird"]
 
 
 @pytest.fixture()
 def images(tmp_path):
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(6):
-        path = tmp_path / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths, [0, 1, 2, 0, 1, 2]
+    return write_noise_images(tmp_path, 6, seed=0, shape=(40, 48)), [0, 1, 2, 0, 1, 2]
 
 
 def test_schedule_is_dassls_constant_warmup_then_cosine():

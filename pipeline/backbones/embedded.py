@@ -194,8 +194,8 @@ class EmbeddedBackbone(Backbone):
         self.tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
         self.text_model = AutoModel.from_pretrained(str(minilm_path()), local_files_only=True)
         # Frozen, so fold the norms into the convolutions, and run in channels_last, where
-        # PyTorch's CPU depthwise convolutions are about 2x faster: 14 -> 34 img/s on 2
-        # cores (10 -> 16 with gradients for pixel prompts), the same logits to rounding
+        # PyTorch's CPU depthwise convolutions are about 2x faster: together 14 -> 34 img/s
+        # on 2 cores (7 -> 16 with gradients for pixel prompts), the same logits to rounding
         # (tests/test_embedded_backbone.py).
         self.image_model = load_efficientnet_lite0()
         fold_batch_norms(self.image_model)
