@@ -29,11 +29,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .backbones import Backbone
+from .errors import UserError
 
 DEFAULT_CACHE_DIR = Path(".cache/features")
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(UserError):
     """An image that cannot be read; names the file."""
 
 

@@ -7,10 +7,12 @@ from typing import Any
 
 import yaml
 
+from .errors import UserError
+
 PARAMS_FILE = Path("params.yaml")
 
 
-class ParamError(ValueError):
+class ParamError(UserError):
     """A value in params.yaml that the pipeline cannot use."""
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from pipeline.chc.config import domain_settings
 from pipeline.chc.domains import cluster_domains
 from pipeline.chc.montage import domain_montage, load_images, typical_rows
+from pipeline.errors import run_stage
 from pipeline.io import write_json
 from pipeline.pairs.embed import load_embeddings
 from pipeline.params import load_params
@@ -92,4 +93,4 @@ def write_montages(table: pd.DataFrame, features: np.ndarray, settings) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.chc.embed import SentenceEmbedder
+from pipeline.errors import run_stage
 from pipeline.params import check_range, get, load_params
 
 KEPT = "data/pairs/kept.parquet"
@@ -40,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from pipeline.backbones import load_backbone
+from pipeline.errors import run_stage
 from pipeline.io import write_json
 from pipeline.pairs.embed import backbone_id, embed_pairs
 from pipeline.params import check_range, get, load_params
@@ -50,4 +51,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

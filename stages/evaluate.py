@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.errors import run_stage
 from pipeline.evaluation import Protocols, aggregate, read_run_results, tables_markdown
 from pipeline.io import write_json
-from pipeline.params import ParamError, get, load_params
+from pipeline.params import get, load_params
 
 RUNS = Path("results/downstream/runs")
 
@@ -39,7 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ParamError as error:
-        raise SystemExit(str(error)) from None
+    run_stage(main)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.errors import run_stage
 from pipeline.io import write_json
 from pipeline.pairs.embed import load_embeddings
 from pipeline.pairs.filter import filter_pairs, histogram, plot_histogram
@@ -46,4 +47,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

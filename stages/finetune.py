@@ -31,6 +31,7 @@ import torch
 
 from pipeline.backbones import load_backbone
 from pipeline.data import load_dataset
+from pipeline.errors import run_stage
 from pipeline.evaluation import (
     PARTS,
     Protocols,
@@ -42,7 +43,7 @@ from pipeline.evaluation import (
 from pipeline.io import write_json
 from pipeline.learners import build_learner
 from pipeline.learners.base import hand_written_classifier
-from pipeline.params import ParamError, check_range, data_root, dataset_spec, get, load_params
+from pipeline.params import check_range, data_root, dataset_spec, get, load_params
 from pipeline.training import TrainConfig, cached_training_set, image_training_set, train
 
 FEATURE_OPTIONS = ("batch_size", "num_workers", "cache_dir")
@@ -223,7 +224,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ParamError as error:
-        raise SystemExit(str(error)) from None
+    run_stage(main)

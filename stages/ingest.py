@@ -7,6 +7,7 @@ shard, line, sha256, detail) and metrics/ingest.json {"rows", "written", "failed
 
 from __future__ import annotations
 
+from pipeline.errors import run_stage
 from pipeline.pairs.ingest import ingest_config, run_ingest
 from pipeline.params import load_params
 
@@ -25,4 +26,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # img2dataset's multiprocessing spawns and re-imports this module
-    main()
+    run_stage(main)

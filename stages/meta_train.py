@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from pipeline.backbones import load_backbone
+from pipeline.errors import run_stage
 from pipeline.io import write_json
 from pipeline.learners import build_learner
 from pipeline.meta.adapters import (
@@ -204,4 +205,4 @@ def main(variant: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: python -m stages.meta_train <variant>  (a key of meta.variants)")
-    main(sys.argv[1])
+    run_stage(main, sys.argv[1])

@@ -6,6 +6,7 @@ Writes data/tasks/tasks-%06d.tar (one `<task>.json` per task) and metrics/tasks.
 
 from __future__ import annotations
 
+from pipeline.errors import run_stage
 from pipeline.io import write_json
 from pipeline.meta.tasks import (
     SUPPORT_SAMPLING,
@@ -61,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline.chc.config import topic_model_from_params
 from pipeline.chc.report import map_2d, plot_topic_map, plot_topic_sizes, topics_markdown
+from pipeline.errors import run_stage
 from pipeline.io import write_json
 from pipeline.params import check_range, get, load_params
 
@@ -73,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

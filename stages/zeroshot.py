@@ -10,6 +10,7 @@ import torch
 
 from pipeline.backbones import cosine_logits, load_backbone
 from pipeline.data import load_dataset
+from pipeline.errors import run_stage
 from pipeline.features import image_features
 from pipeline.io import write_json
 from pipeline.params import data_root, dataset_spec, load_params
@@ -41,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

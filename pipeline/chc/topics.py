@@ -24,12 +24,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from ..errors import UserError
 from .ctfidf import cluster_tfidf, make_vectorizer, unique_labels
 
 CHUNK = 65_536  # rows per matrix product against the centroids: bounded extra memory
 
 
-class TopicError(ValueError):
+class TopicError(UserError):
     """Clustering gave no usable topics; the message names the params to change."""
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UserError
 from . import reasons
 
 URL = re.compile(r"^https?://\S+$", re.IGNORECASE)
@@ -22,7 +23,7 @@ KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 SAMPLE_COLUMNS = ("key", "caption", "image")
 
 
-class TsvFormatError(ValueError):
+class TsvFormatError(UserError):
     """The file is not in the format the source expects; nothing has been downloaded."""
 
 
