@@ -37,13 +37,21 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="compare with --output instead of writing it"
     )
     args = parser.parse_args(argv)
-    if not args.check:
-        compose(args.output, args.overrides)
-        print(f"wrote {args.output}")
-        return 0
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     with tempfile.TemporaryDirectory() as scratch:
         fresh = Path(scratch) / "params.yaml"
-        compose(fresh, args.overrides)
+        try:
+            compose(fresh, args.overrides)
+        except (HydraException, OmegaConfBaseException) as error:
+            # an unknown profile or key, an unset ${oc.env:...}: one line, as dvc exp run does
+            print(f"conf/ with {args.overrides}: {str(error).splitlines()[0]}", file=sys.stderr)
+            return 2
+        if not args.check:
+            args.output.write_bytes(fresh.read_bytes())
+            print(f"wrote {args.output}")
+            return 0
         if args.output.is_file() and fresh.read_bytes() == args.output.read_bytes():
             print(f"{args.output} is up to date with conf/")
             return 0

@@ -178,3 +178,6 @@ def test_compose_script_checks_and_rewrites_params(tmp_path, capsys):
     assert "run python scripts/compose_params.py" in capsys.readouterr().err
     assert script.main(["profile=paper", "--output", str(stale)]) == 0
     assert yaml.safe_load(stale.read_text())["profile"] == "paper"
+    assert script.main(["profile=nope", "--output", str(stale)]) == 2
+    assert "Could not find 'profile/nope'" in capsys.readouterr().err
+    assert yaml.safe_load(stale.read_text())["profile"] == "paper"  # left as it was
