@@ -6,8 +6,10 @@ tests call the same function, so what they check is what DVC writes into params.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,16 @@ def compose(tmp_path: Path, overrides: list[str]) -> dict:
     out = tmp_path / "params.yaml"
     compose_and_dump(out, str(CONF), None, "config", str(REPO), overrides)
     return yaml.safe_load(out.read_text())
+
+
+@functools.cache
+def composed(*overrides: str) -> dict[str, object]:
+    """Leaves of conf/ composed with ``overrides`` under ``ENV`` (cached: one composition
+    takes most of a second)."""
+    with tempfile.TemporaryDirectory() as scratch, pytest.MonkeyPatch.context() as patch:
+        for name, value in ENV.items():
+            patch.setenv(name, value)
+        return leaves(compose(Path(scratch), list(overrides)))
 
 
 def leaves(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -140,11 +152,38 @@ def test_an_override_wins_over_the_profile_in_either_order(tmp_path):
         assert chosen == ("paper", 4, "open_clip")
 
 
-def test_one_override_makes_every_visual_prompt_of_the_paper_deep(tmp_path):
-    params = compose(tmp_path, ["profile=paper", "meta.variants.vpt.options.depth=12"])
-    assert params["meta"]["variants"]["vpt"]["options"]["depth"] == 12
-    assert params["meta"]["variants"]["unigram"]["options"]["depth"] == 12
-    assert params["finetune"]["methods"]["vpt"]["options"]["depth"] == 12
+#: the other reading of each ambiguous paper setting, one override away (README table)
+OTHER_READINGS = [
+    ("backbone.precision=fp32", {"backbone.precision": "fp32"}),
+    ("finetune.train.batch_size=1", {"finetune.train.batch_size": 1}),
+    ("finetune.augment.mode=cached", {"finetune.augment.mode": "cached"}),
+    ("finetune.methods.prograd.options.n_ctx=4", {"finetune.methods.prograd.options.n_ctx": 4}),
+    (
+        "finetune.methods.prograd.options.init_count=tokens",
+        {"finetune.methods.prograd.options.init_count": "tokens"},
+    ),
+    ("meta.train.second_order=false", {"meta.train.second_order": False}),
+    ("meta.train.optimizer=adam", {"meta.train.optimizer": "adam"}),
+    ("meta.regulator.init=identity", {"meta.regulator.init": "identity"}),
+    ("topics.fit_sample_size=100000", {"topics.fit_sample_size": 100000}),
+    ("shots=4", {"shots": 4}),
+    (
+        "meta.variants.vpt.options.depth=12",
+        {
+            "meta.variants.vpt.options.depth": 12,
+            "meta.variants.unigram.options.depth": 12,
+            "finetune.methods.vpt.options.depth": 12,
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("override", "expected"), OTHER_READINGS)
+def test_the_other_reading_is_one_override_away(override, expected):
+    paper = composed("profile=paper")
+    changed = composed("profile=paper", override)
+    assert {key: changed[key] for key in expected} == expected
+    assert {key for key in paper if changed[key] != paper[key]} == set(expected)
 
 
 def test_paper_profile_reads_paths_from_the_environment(tmp_path, monkeypatch):
@@ -167,28 +206,28 @@ def _base_has_row_sections() -> bool:
     "for rows of {learner, options, train, from_meta}",
     strict=True,
 )
-def test_paper_profile_sets_only_keys_the_base_has(tmp_path):
+def test_paper_profile_sets_only_keys_the_base_has():
     """A misspelt key would silently add a new one: every key set must exist in the base."""
-    base = leaves(compose(tmp_path, []))
+    base = composed()
     unknown = sorted(set(profile_leaves("paper")) - set(base) - NOT_IN_BASE - {"profile"})
     assert not unknown, f"conf/profile/paper.yaml sets keys conf/config.yaml lacks: {unknown}"
 
 
-def test_readme_table_lists_every_paper_value_as_composed(tmp_path):
+def test_readme_table_lists_every_paper_value_as_composed():
     table = readme_paper_table()
     written = profile_leaves("paper")
     assert set(table) == set(written), (
         f"README table misses {sorted(set(written) - set(table))}; "
         f"lists keys the profile does not set: {sorted(set(table) - set(written))}"
     )
-    composed = leaves(compose(tmp_path, ["profile=paper"]))
-    wrong = {key: (value, composed[key]) for key, value in table.items() if composed[key] != value}
+    paper = composed("profile=paper")
+    wrong = {key: (value, paper[key]) for key, value in table.items() if paper[key] != value}
     assert not wrong, f"README value != composed paper profile (README, composed): {wrong}"
 
 
-def test_cpu_smoke_profile_changes_only_sizes_of_the_paper(tmp_path):
-    paper = leaves(compose(tmp_path, ["profile=paper"]))
-    smoke = leaves(compose(tmp_path, ["profile=paper-cpu-smoke"]))
+def test_cpu_smoke_profile_changes_only_sizes_of_the_paper():
+    paper = composed("profile=paper")
+    smoke = composed("profile=paper-cpu-smoke")
     assert set(smoke) == set(paper)
     changed = {key for key in paper if smoke[key] != paper[key]} - {"profile"}
     assert changed <= SMOKE_MAY_CHANGE, f"not a size: {sorted(changed - SMOKE_MAY_CHANGE)}"
