@@ -19,10 +19,17 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from .base import Backbone, TokenizedText, cosine_logits
+from .base import Backbone, TokenizedText, cosine_logits, full_precision
 from .runtime import check_precision, resolve_device
 
-__all__ = ["Backbone", "TokenizedText", "cosine_logits", "create_backbone", "load_backbone"]
+__all__ = [
+    "Backbone",
+    "TokenizedText",
+    "cosine_logits",
+    "create_backbone",
+    "full_precision",
+    "load_backbone",
+]
 
 KINDS = ("embedded", "open_clip")
 

@@ -151,11 +151,27 @@ class Backbone(nn.Module, ABC):
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context the encoders run in (none for fp32)."""
-        if self.precision == "fp32":
+        if self.precision == "fp32" or self.__dict__.get("_fp32_override"):
             return contextlib.nullcontext()
         from .runtime import PRECISIONS
 
         return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+
+
+@contextlib.contextmanager
+def full_precision(backbone: Backbone):
+    """Run ``backbone``'s encoders in fp32 inside the block, whatever ``precision`` says.
+
+    For work autocast cannot do: second-order gradients through attention under bf16/fp16
+    autocast fail in PyTorch 2.14 (``BmmBackward0``: "expected scalar type Float but found
+    BFloat16"), so second-order GRAM meta-steps need this block.
+    """
+    before = backbone.__dict__.get("_fp32_override", False)
+    backbone.__dict__["_fp32_override"] = True
+    try:
+        yield backbone
+    finally:
+        backbone.__dict__["_fp32_override"] = before
 
 
 def cosine_logits(image_features: Tensor, text_features: Tensor, logit_scale: float) -> Tensor:
