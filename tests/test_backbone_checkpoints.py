@@ -96,13 +96,23 @@ def test_openai_checkpoint_under_the_quickgelu_name_is_the_same_model(tmp_path):
     assert_same_features(backbone, reference)
 
 
-def test_open_clip_state_dict_keeps_the_named_architecture(tmp_path):
+@pytest.mark.parametrize("container", ["training checkpoint", "legacy pickle", "safetensors"])
+def test_open_clip_state_dict_keeps_the_named_architecture(tmp_path, container):
     open_clip = import_open_clip()
     torch.manual_seed(0)
     reference = open_clip.create_model(TINY, pretrained=None).eval()
-    path = tmp_path / "open-clip-tiny.pt"
-    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in
-                                           reference.state_dict().items()}}, path)  # fmt: skip
+    state = {key: value.clone() for key, value in reference.state_dict().items()}
+    if container == "training checkpoint":  # open_clip's own: DDP prefixes, epoch, optimizer
+        path = tmp_path / "epoch_3.pt"
+        torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    elif container == "legacy pickle":  # torch's pre-zip format cannot be memory-mapped
+        path = tmp_path / "legacy.pt"
+        torch.save(state, path, _use_new_zipfile_serialization=False)
+    else:
+        from safetensors.torch import save_file
+
+        path = tmp_path / "open_clip_model.safetensors"
+        save_file(state, str(path))
     backbone = load(TINY, str(path))
     assert activations(backbone.model) == {"GELU"}
     assert_same_features(backbone, reference)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipeline.backbones import cosine_logits, create_backbone
+from pipeline.backbones import cosine_logits, create_backbone, full_precision
 from pipeline.backbones.runtime import check_precision, resolve_device
 from pipeline.features import image_features
 from pipeline.params import ParamError
@@ -81,3 +81,14 @@ def test_feature_cache_runs_on_the_backbone_device_and_returns_cpu(tmp_path):
     backbone = tiny()
     features = image_features(backbone, paths, cache_dir=tmp_path / "cache", batch_size=2)
     assert features.device == torch.device("cpu") and features.shape == (5, backbone.embed_dim)
+
+
+def test_full_precision_block_runs_a_bf16_backbone_in_fp32():
+    fp32, bf16 = tiny(), tiny(precision="bf16")
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    tokens = fp32.tokenize(CLASSES[:3])
+    with torch.no_grad(), full_precision(bf16):
+        torch.testing.assert_close(bf16.encode_image(images), fp32.encode_image(images))
+        torch.testing.assert_close(bf16.encode_text(tokens), fp32.encode_text(tokens))
+    with torch.no_grad():  # and back to bf16 after the block
+        assert not torch.equal(bf16.encode_image(images), fp32.encode_image(images))

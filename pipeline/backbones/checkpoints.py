@@ -86,7 +86,10 @@ def _load_state(path: Path):
         from safetensors.torch import load_file
 
         return load_file(path, device="cpu")
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:  # memory-mapped: a 600 MB checkpoint is not copied before it is loaded
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # files in torch's legacy (pre-zip) format cannot be mapped
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def tag_needs_quick_gelu(model: str, tag: str) -> bool:
