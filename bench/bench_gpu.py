@@ -51,6 +51,7 @@ DATASETS = {
     "fgvc_aircraft": (100, 3333), "sun397": (397, 19850), "dtd": (47, 1692),
     "eurosat": (10, 8100), "ucf101": (101, 3783),
 }  # fmt: skip
+CC3M_PAIRS = 3_100_000  # after filtering (GRAM 4.1)
 #: Table 1 rows: learner, and whether it is meta-trained first (GRAM 4.1)
 ROWS = {
     "CoOp": ("coop", False), "CoOp + GRAM": ("coop", True), "CoCoOp": ("cocoop", False),
@@ -106,8 +107,14 @@ def feature_extraction(backbone, paths, args, device) -> dict[str, float]:
     n, size = len(paths), backbone.image_size
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
-        image_features(backbone, paths, cache_dir=Path(cache), batch_size=args.batch_size,
-                       num_workers=args.workers, desc="bench: image_features")  # fmt: skip
+        image_features(
+            backbone,
+            paths,
+            cache_dir=Path(cache),
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            desc="bench: image_features",
+        )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         pipeline_rate = n / (time.perf_counter() - start)
@@ -115,8 +122,11 @@ def feature_extraction(backbone, paths, args, device) -> dict[str, float]:
     with torch.no_grad():
         forward = timed(lambda: backbone.encode_image(images), args.steps, device)
     forward_rate = args.batch_size / forward
-    return {"pipeline_img_s": pipeline_rate, "forward_img_s": forward_rate,
-            "ratio": pipeline_rate / forward_rate}  # fmt: skip
+    return {
+        "pipeline_img_s": pipeline_rate,
+        "forward_img_s": forward_rate,
+        "ratio": pipeline_rate / forward_rate,
+    }
 
 
 def sgd_step(learner, batch: Batch):
@@ -200,13 +210,15 @@ def table1_hours(figures: dict, args) -> dict[str, float]:
     """GPU-hours of Table 1 (base-to-new, 16 shots, 10 epochs, ``--seeds`` seeds; GRAM 4.1).
 
     Per dataset and row: epochs x ceil(16 x base classes / batch) steps, each a measured step
-    (text learners on half the classes: the step time is interpolated linearly in the class
-    count between the two measured counts) plus, with fresh augmentation per step as the
-    references do, one frozen forward of the batch; then every test image through the image
-    encoder once (twice for the visual rows: the frozen cache and the prompted encoder). The
-    +GRAM rows add their share of ``--meta-tasks`` second-order meta-steps.
+    (on the base half of the classes: the step time is interpolated linearly in the class
+    count between the two measured counts) plus, for the text learners, with fresh
+    augmentation per step as the references do, the batch through ``image_features``'s
+    decode-and-encode path; then every test image through that path once (twice for the
+    visual rows: the frozen cache and the prompted encoder). The +GRAM rows add
+    ``--meta-tasks`` second-order meta-steps; the shared ``embed_pairs`` over CC3M's 3.1M pairs
+    is its own row.
     """
-    forward = 1.0 / figures["forward_img_s"]
+    per_image = 1.0 / figures["pipeline_img_s"]
     low, high = args.classes
     hours = {}
     for row, (kind, meta) in ROWS.items():
@@ -219,50 +231,63 @@ def table1_hours(figures: dict, args) -> dict[str, float]:
             step = max(step, min(at_low, at_high))  # timing noise must not extrapolate below
             visual = kind in ("vpt", "joint")
             steps = 10 * math.ceil(16 * base / batch)
-            seconds += steps * (step + (0 if visual else batch * forward))
-            seconds += n_test * forward * (2 if visual else 1)
+            seconds += steps * (step + (0 if visual else batch * per_image))
+            seconds += n_test * per_image * (2 if visual else 1)
         seconds *= args.seeds
         if meta:
             seconds += args.meta_tasks * figures[f"meta:{kind}:second"]
         hours[row] = seconds / 3600
+    hours["embed_pairs, CC3M (shared)"] = CC3M_PAIRS * per_image / 3600
     return hours
 
 
 def measure(precision: str, paths, args, device, reference_logits=None) -> dict:
     torch.manual_seed(0)
     options = {"model": args.model, "pretrained": None}
-    backbone = create_backbone({"kind": "open_clip", "device": str(device),
-                                "precision": precision, "open_clip": options})  # fmt: skip
+    backbone = create_backbone(
+        {"kind": "open_clip", "device": str(device), "precision": precision, "open_clip": options}
+    )
     figures: dict = {"precision": precision}
     figures |= feature_extraction(backbone, paths, args, device)
-    print(f"[{precision}] features: {figures['pipeline_img_s']:.0f} img/s through "
-          f"image_features, forward {figures['forward_img_s']:.0f} img/s, "
-          f"ratio {figures['ratio']:.0%}", flush=True)  # fmt: skip
+    print(
+        f"[{precision}] features: {figures['pipeline_img_s']:.0f} img/s through "
+        f"image_features, forward {figures['forward_img_s']:.0f} img/s, "
+        f"ratio {figures['ratio']:.0%}",
+        flush=True,
+    )
     for kind in OPTIONS:
         batch = 1 if kind == "cocoop" else args.train_batch
         for n_classes in args.classes:
             seconds = step_seconds(backbone, kind, n_classes, batch, args, device)
             figures[f"step:{kind}:{n_classes}"] = seconds
-            print(f"[{precision}] {kind} step, batch {batch}, {n_classes} classes: "
-                  f"{seconds * 1e3:.1f} ms", flush=True)  # fmt: skip
+            print(
+                f"[{precision}] {kind} step, batch {batch}, {n_classes} classes: "
+                f"{seconds * 1e3:.1f} ms",
+                flush=True,
+            )
     for kind in ("coop", "vpt", "joint"):
         for order in ("first", "second"):
             seconds, note = meta_step_or_fp32(backbone, kind, order == "second", args, device)
             figures[f"meta:{kind}:{order}"] = seconds
             if note:
                 figures.setdefault("notes", []).append(f"{kind} {order} order: {note}")
-            print(f"[{precision}] GRAM meta-step {kind} {order} order: {seconds * 1e3:.1f} ms "
-                  f"{note}", flush=True)  # fmt: skip
-    images = torch.randn(64, 3, backbone.image_size, backbone.image_size,
-                         generator=torch.Generator().manual_seed(1)).to(device)  # fmt: skip
+            print(
+                f"[{precision}] GRAM meta-step {kind} {order} order: {seconds * 1e3:.1f} ms {note}",
+                flush=True,
+            )
+    images = torch.randn(
+        64, 3, backbone.image_size, backbone.image_size, generator=torch.Generator().manual_seed(1)
+    ).to(device)
     logits = logits_of(backbone, images, classnames(100)).float().cpu()
     if reference_logits is not None:
         difference = (logits - reference_logits).abs().max().item()
         figures["max_logit_error"] = difference / backbone.logit_scale  # as a cosine
         agree = (logits.argmax(1) == reference_logits.argmax(1)).float().mean().item()
         figures["top1_agreement"] = agree
-        print(f"[{precision}] logits vs fp32: max |difference| {difference:.4f} "
-              f"(cosine {figures['max_logit_error']:.2e}), top-1 agreement {agree:.1%}")
+        print(
+            f"[{precision}] logits vs fp32: max |difference| {difference:.4f} "
+            f"(cosine {figures['max_logit_error']:.2e}), top-1 agreement {agree:.1%}"
+        )
     figures["logits"] = logits
     figures["table1_hours"] = table1_hours(figures, args)
     return figures
@@ -270,15 +295,18 @@ def measure(precision: str, paths, args, device, reference_logits=None) -> dict:
 
 def print_tables(results: list[dict], args, device) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"\n{args.model}, random weights, {name}; batch {args.batch_size}, "
-          f"{args.workers} DataLoader workers, {len(results[0]['logits'])} logit images\n")
+    print(
+        f"\n{args.model}, random weights, {name}; batch {args.batch_size}, "
+        f"{args.workers} DataLoader workers, {len(results[0]['logits'])} logit images\n"
+    )
     precisions = [r["precision"] for r in results]
     print("| measurement | " + " | ".join(precisions) + " |")
     print("|---|" + "---|" * len(precisions))
 
     def row(label, key, fmt):
-        print(f"| {label} | " + " | ".join(fmt(r[key]) if key in r else "-" for r in results)
-              + " |")  # fmt: skip
+        print(
+            f"| {label} | " + " | ".join(fmt(r[key]) if key in r else "-" for r in results) + " |"
+        )
 
     row("image_features img/s", "pipeline_img_s", lambda v: f"{v:.0f}")
     row("bare forward img/s", "forward_img_s", lambda v: f"{v:.0f}")
@@ -288,18 +316,27 @@ def print_tables(results: list[dict], args, device) -> None:
             row(f"{kind} step, {n} classes (ms)", f"step:{kind}:{n}", lambda v: f"{v * 1e3:.1f}")
     for kind in ("coop", "vpt", "joint"):
         for order in ("first", "second"):
-            row(f"GRAM {kind} meta-step, {order} order (ms)", f"meta:{kind}:{order}",
-                lambda v: f"{v * 1e3:.1f}")  # fmt: skip
+            row(
+                f"GRAM {kind} meta-step, {order} order (ms)",
+                f"meta:{kind}:{order}",
+                lambda v: f"{v * 1e3:.1f}",
+            )
     row("max logit error vs fp32 (cosine units)", "max_logit_error", lambda v: f"{v:.2e}")
     row("top-1 agreement with fp32", "top1_agreement", lambda v: f"{v:.1%}")
-    print(f"\nTable 1 estimate, GPU-hours ({args.seeds} seeds, {args.meta_tasks} meta-tasks "
-          "per +GRAM row, second order):\n")  # fmt: skip
+    print(
+        f"\nTable 1 estimate, GPU-hours ({args.seeds} seeds, {args.meta_tasks} meta-tasks "
+        "per +GRAM row, second order):\n"
+    )
     print("| row | " + " | ".join(precisions) + " |\n|---|" + "---|" * len(precisions))
-    for table_row in ROWS:
-        print(f"| {table_row} | "
-              + " | ".join(f"{r['table1_hours'][table_row]:.2f}" for r in results) + " |")
-    print("| total | " + " | ".join(f"{sum(r['table1_hours'].values()):.2f}" for r in results)
-          + " |")  # fmt: skip
+    for table_row in results[0]["table1_hours"]:
+        print(
+            f"| {table_row} | "
+            + " | ".join(f"{r['table1_hours'][table_row]:.2f}" for r in results)
+            + " |"
+        )
+    print(
+        "| total | " + " | ".join(f"{sum(r['table1_hours'].values()):.2f}" for r in results) + " |"
+    )
     for r in results:
         for note in r.get("notes", []):
             print(f"\n{r['precision']}: {note}")
@@ -309,20 +346,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ViT-B-16-quickgelu")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precisions", nargs="+", default=None,
-                        help="default: fp32 bf16 fp16 on CUDA, fp32 bf16 on the CPU")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=None,
+        help="default: fp32 bf16 fp16 on CUDA, fp32 bf16 on the CPU",
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed calls per measurement")
     parser.add_argument("--images", type=int, default=4096, help="images for image_features")
     parser.add_argument("--image-size", type=int, nargs=2, default=(500, 375))
     parser.add_argument("--batch-size", type=int, default=256, help="feature extraction")
     parser.add_argument("--train-batch", type=int, default=32, help="CoOp/ProGrad/VPT batch")
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
-    parser.add_argument("--classes", type=int, nargs=2, default=(5, 500),
-                        help="class counts the steps are measured at (Table 1's base halves "
-                        "span 5-500)")
+    parser.add_argument(
+        "--classes",
+        type=int,
+        nargs=2,
+        default=(5, 500),
+        help="class counts the steps are measured at (Table 1's base halves span 5-500)",
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--meta-tasks", type=int, default=20000)
-    args = parser.parse_args()  # fmt: skip
+    args = parser.parse_args()
     device = resolve_device(args.device)
     precisions = args.precisions or (
         ["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"]
