@@ -3,9 +3,8 @@
 OpenAI's CLIP was trained with QuickGELU (``x * sigmoid(1.702 x)``); open_clip's plain
 architectures (``ViT-B-16``) use ``nn.GELU`` and its ``-quickgelu`` twins use QuickGELU.
 The activation has no weights, so loading OpenAI weights into the plain architecture
-succeeds silently and every feature is wrong by about 1% (measured against CoOp's code on
-the same weights; the README's "Backbones" section). So the activation is decided by the
-weights, not by the name:
+succeeds silently and every feature is wrong by about 1% (the README's "Backbones"
+section). So the activation is decided by the weights, not by the name:
 
 * an open_clip tag carries ``quick_gelu`` in its pretrained config (``openai`` does);
 * a local file is in OpenAI's format when it is a TorchScript archive (what OpenAI ships,
