@@ -4,11 +4,7 @@ then the embed_pairs and filter stages on what it wrote."""
 import io
 import json
 import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
 import pandas as pd
 import pytest
 import webdataset as wds
@@ -21,52 +17,23 @@ from pipeline.pairs.images import ImageOptions
 from pipeline.pairs.tsv import TsvFormatError
 from pipeline.params import ParamError
 from tests.conftest import TINY_OPEN_CLIP
+from tests.loopback_http import REFUSED_URL, Response, image, noise_jpeg, serve, write_cc3m_tsv
 
 SLOW_SECONDS = 2.5  # longer than the 1 s download timeout below
 
-
-def jpeg(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-RESPONSES = {
-    **{f"/good/{i}.jpg": (200, "image/jpeg", jpeg(i)) for i in range(4)},
-    "/copy-of-0.jpg": (200, "image/jpeg", jpeg(0)),
-    "/slow.jpg": (200, "image/jpeg", jpeg(5)),
-    "/truncated.jpg": (200, "image/jpeg", jpeg(6)[:300]),
-    "/page.jpg": (200, "text/html", b"<html><body>Image not found</body></html>"),
+ROUTES = {
+    **{f"/good/{i}.jpg": image(i) for i in range(4)},
+    "/copy-of-0.jpg": image(0),
+    "/slow.jpg": Response(200, "image/jpeg", noise_jpeg(5), delay=SLOW_SECONDS),
+    "/truncated.jpg": Response(200, "image/jpeg", noise_jpeg(6)[:300]),
+    "/page.jpg": Response(200, "text/html", b"<html><body>Image not found</body></html>"),
 }
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        if self.path == "/slow.jpg":
-            time.sleep(SLOW_SECONDS)
-        status, kind, body = RESPONSES.get(self.path, (404, "text/plain", b"not found"))
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:  # the client gave up (timeout case)
-            pass
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(ROUTES) as base_url:
+        yield base_url
 
 
 def cc3m_tsv(path, base):
@@ -84,10 +51,9 @@ def cc3m_tsv(path, base):
         (b"no url column", None, reasons.MISSING_COLUMN),
         (b"not http", "ftp://127.0.0.1/good/3.jpg", reasons.BAD_URL),
         (b"the same image again", f"{base}/copy-of-0.jpg", "success"),
-        (b"nobody listens there", "http://127.0.0.1:9/x.jpg", reasons.CONNECTION_ERROR),
+        (b"nobody listens there", REFUSED_URL, reasons.CONNECTION_ERROR),
     ]
-    lines = [c if u is None else c + b"\t" + u.encode() for c, u, _ in rows]
-    path.write_bytes(b"\n".join(lines) + b"\n")
+    write_cc3m_tsv(path, [(caption, url) for caption, url, _ in rows])
     return [status for _, _, status in rows]
 
 

@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,11 @@ def _start_or_resume(work_dir: Path, output: Path, config: dict) -> bool:
 def _prepare_distributor(name: str) -> None:
     """Fail early where img2dataset would not: without ray installed its ray distributor
     silently downloads nothing. For pyspark, a session built here honours ``spark-submit
-    --master`` / ``spark-defaults.conf``; img2dataset would otherwise start ``local[n]``."""
+    --master`` / ``spark-defaults.conf``; img2dataset would otherwise start ``local[n]``.
+
+    Spark's Python workers run ``$PYSPARK_PYTHON``, else whatever ``python3`` is first on the
+    PATH, which need not have img2dataset; unless the user names one, they run this
+    interpreter (right for a local master; on a cluster, set ``PYSPARK_PYTHON``)."""
     if name == "multiprocessing":
         return
     try:
@@ -97,6 +102,7 @@ def _prepare_distributor(name: str) -> None:
             f"(pip install {name}), not installed here"
         ) from error
     if name == "pyspark" and module.SparkSession.getActiveSession() is None:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         module.SparkSession.builder.appName("gram-ingest").getOrCreate()
 
 
