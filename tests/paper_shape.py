@@ -17,9 +17,10 @@ from PIL import Image
 
 SPLITS = ("train", "val", "test")
 
-# name -> (folder, images folder, split file, class-name stem, image path pattern).
-# The patterns copy each dataset's real file naming (``{cls}`` the raw class name, ``{n}``
-# a running image number, ``{initial}`` its first letter, ``{cars}`` the Cars sub-folder).
+# name -> (folder, images folder, class-folder stem, image path pattern); the split file is
+# ``split_zhou_<name>.json``. The patterns copy each dataset's real file naming: ``{cls}`` the
+# class folder, ``{n}`` a running image number, ``{initial}`` the class folder's first letter,
+# ``{cars}`` Stanford Cars' cars_train / cars_test.
 JSON_DATASETS = {
     "Caltech101": ("caltech-101", "101_ObjectCategories", "object", "{cls}/image_{n:04d}.jpg"),
     "OxfordPets": ("oxford_pets", "images", "Pet_Breed", "{cls}_{n}.jpg"),
@@ -64,14 +65,14 @@ class _NoiseWriter:
 
 def _json_dataset(write, name: str, per_class: int, n_classes: int) -> ExpectedDataset:
     folder, images, stem, pattern = JSON_DATASETS[name]
-    folders = [f"{stem}_{i}" for i in range(n_classes)]
-    raw_names = [SPLIT_NAMES.get(name, str)(folder) for folder in folders]
+    class_folders = [f"{stem}_{i}" for i in range(n_classes)]
+    raw_names = [SPLIT_NAMES.get(name, str)(cls) for cls in class_folders]
     split: dict[str, list] = {s: [] for s in SPLITS}
     expected: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
     number = 0
     for which in SPLITS:
         cars = "cars_test" if which == "test" else "cars_train"
-        for label, (cls, raw_name) in enumerate(zip(folders, raw_names, strict=True)):
+        for label, (cls, raw_name) in enumerate(zip(class_folders, raw_names, strict=True)):
             for _ in range(per_class):
                 number += 1
                 rel = pattern.format(cls=cls, n=number, initial=cls[0].lower(), cars=cars)
@@ -124,8 +125,13 @@ def _class_folders(write, image_dir: str, folders: list[str], per_class: int, na
 def _imagenet_family(write, per_class: int, n_classes: int) -> dict[str, ExpectedDataset]:
     wnids = _wnids(n_classes)
     names = [f"imagenet class {i}" for i in range(n_classes)]
-    for folder in ("imagenet", "imagenetv2", "imagenet-sketch") + tuple(
-        f"imagenet-{kind}" for kind in ("adversarial", "rendition")
+    # every variant carries a copy of ImageNet's full class list
+    for folder in (
+        "imagenet",
+        "imagenetv2",
+        "imagenet-sketch",
+        "imagenet-adversarial",
+        "imagenet-rendition",
     ):
         _write_classnames(write.root / folder, wnids, names)
     train = _class_folders(write, "imagenet/images/train", wnids, per_class, "{folder}_{i}.JPEG")

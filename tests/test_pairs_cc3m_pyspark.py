@@ -9,7 +9,9 @@ of writing, so two runs of *either* distributor differ there; and, with ``thread
 the order of samples inside a shard, which is the order the downloads finished in."""
 
 import filecmp
+import os
 import shutil
+import sys
 import tarfile
 
 import pytest
@@ -123,14 +125,16 @@ def local_spark(monkeypatch):
 def test_pyspark_ingest_matches_multiprocessing(server, tmp_path, local_spark):
     from pyspark.sql import SparkSession
 
-    expected = write_tsv(tmp_path / "Train_GCC-training.tsv", server)
     tsv = tmp_path / "Train_GCC-training.tsv"
+    expected = write_tsv(tsv, server)
     local, local_index = ingest_with("multiprocessing", tsv, tmp_path)
     assert SparkSession.getActiveSession() is None
     spark, spark_index = ingest_with("pyspark", tsv, tmp_path)
 
     context = SparkSession.getActiveSession().sparkContext
     assert context.master == "local[2]"
+    # without it, workers run the first python3 on the PATH, which may lack img2dataset
+    assert os.environ["PYSPARK_PYTHON"] == sys.executable
     assert context.statusTracker().getJobIdsForGroup(), "img2dataset ran no Spark job"
     assert spark_index["status"].tolist() == expected
     assert local_index["status"].tolist() == expected
