@@ -3,7 +3,9 @@ then the embed_pairs and filter stages on what it wrote."""
 
 import io
 import json
+import os
 import sys
+import tarfile
 
 import pandas as pd
 import pytest
@@ -12,7 +14,12 @@ import yaml
 from PIL import Image
 
 from pipeline.pairs import reasons
-from pipeline.pairs.cc3m import DownloadOptions, _start_or_resume, ingest_cc3m
+from pipeline.pairs.cc3m import (
+    DownloadOptions,
+    _normalise_tar,
+    _start_or_resume,
+    ingest_cc3m,
+)
 from pipeline.pairs.images import ImageOptions
 from pipeline.pairs.tsv import TsvFormatError
 from pipeline.params import ParamError
@@ -188,3 +195,32 @@ def test_missing_distributor_package_is_a_param_error(tmp_path, monkeypatch, dis
     with pytest.raises(ParamError, match=f"ingest.download.distributor = '{distributor}'"):
         ingest_cc3m(tsv, tmp_path / "shards", ImageOptions(), options)
     assert not (tmp_path / "work").exists()
+
+
+def write_shard(path, keys, mtime):
+    """A tar as img2dataset's webdataset writer makes one: samples in the order given."""
+    with wds.TarWriter(str(path), mtime=mtime) as writer:
+        for key in keys:
+            writer.write({"__key__": key, "txt": f"caption {key}", "jpg": noise_jpeg(int(key))})
+
+
+def test_shards_are_rewritten_in_key_order_without_timestamps(tmp_path):
+    first, second = tmp_path / "first.tar", tmp_path / "second.tar"
+    write_shard(first, ["000002", "000000", "000001"], mtime=1.7e9 + 0.25)
+    write_shard(second, ["000001", "000002", "000000"], mtime=1.8e9)
+    os.link(first, tmp_path / "cached.tar")  # what a DVC cache entry of the shard would be
+    original = first.read_bytes()
+    for path in (first, second):
+        _normalise_tar(path)
+    assert first.read_bytes() == second.read_bytes()
+    assert (tmp_path / "cached.tar").read_bytes() == original  # the old inode is untouched
+    with tarfile.open(first) as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == [
+            f"{key}.{ext}" for key in ("000000", "000001", "000002") for ext in ("jpg", "txt")
+        ]
+        assert {m.mtime for m in members} == {0} and not any(m.pax_headers for m in members)
+        assert tar.extractfile("000002.jpg").read() == noise_jpeg(2)
+    inode = first.stat().st_ino
+    _normalise_tar(first)  # already in this form: left as it is
+    assert first.stat().st_ino == inode and not (tmp_path / "first.tar.partial").exists()
