@@ -92,8 +92,40 @@ def image_routes(count: int, seed: int = 0, shape: tuple[int, int] = (48, 64)) -
     return {f"/images/{i}.jpg": image(seed + i, shape) for i in range(count)}
 
 
+# Caption parts: distinct captions whose words recur across rows, so that caption
+# clustering (CHC) has shared vocabulary to group by, unlike "caption 0", "caption 1", ...
+STYLES = ("a photo of", "a sketch of", "a painting of", "a cartoon of", "a close-up of")
+SUBJECTS = (
+    "a dog",
+    "a red car",
+    "a bowl of soup",
+    "a mountain lake",
+    "an old airplane",
+    "a striped cloth",
+    "a tulip",
+)
+PLACES = ("on the beach", "in the city", "at night", "in the snow", "indoors")
+
+
+def varied_captions(count: int) -> list[str]:
+    """``count`` distinct captions (at most 175), the same for the same count."""
+    total = len(STYLES) * len(SUBJECTS) * len(PLACES)
+    if not 0 < count <= total:
+        raise ValueError(f"count must be in 1..{total}, got {count}")
+    captions = []
+    for i in range(count):
+        style = STYLES[i % len(STYLES)]
+        subject = SUBJECTS[(i // len(STYLES)) % len(SUBJECTS)]
+        place = PLACES[i // (len(STYLES) * len(SUBJECTS))]
+        captions.append(f"{style} {subject} {place}")
+    return captions
+
+
 def captioned_image_tsv(path: Path, base_url: str, count: int) -> Path:
-    """A CC3M-format TSV of ``count`` rows, row i = (``a photo of noise i``, image i of
-    :func:`image_routes`), every one downloadable from the server at ``base_url``."""
-    rows = [(f"a photo of noise {i}", f"{base_url}/images/{i}.jpg") for i in range(count)]
+    """A CC3M-format TSV of ``count`` rows, row i = (caption i of :func:`varied_captions`,
+    image i of :func:`image_routes`), every one downloadable from the server at
+    ``base_url``."""
+    rows = [
+        (caption, f"{base_url}/images/{i}.jpg") for i, caption in enumerate(varied_captions(count))
+    ]
     return write_cc3m_tsv(path, rows)

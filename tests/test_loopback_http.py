@@ -9,7 +9,13 @@ import pytest
 from PIL import Image
 
 from pipeline.pairs.tsv import read_cc3m_tsv
-from tests.loopback_http import Response, captioned_image_tsv, image_routes, serve
+from tests.loopback_http import (
+    Response,
+    captioned_image_tsv,
+    image_routes,
+    serve,
+    varied_captions,
+)
 
 
 def fetch(url, timeout=5.0):
@@ -22,7 +28,11 @@ def test_tsv_rows_download_their_own_images(tmp_path):
     with serve(routes) as base_url:
         assert base_url.startswith("http://127.0.0.1:")
         rows = read_cc3m_tsv(captioned_image_tsv(tmp_path / "cc3m.tsv", base_url, 3), 0.0)
-        assert [row.caption for row in rows] == [f"a photo of noise {i}" for i in range(3)]
+        assert [row.caption for row in rows] == [
+            "a photo of a dog on the beach",
+            "a sketch of a dog on the beach",
+            "a painting of a dog on the beach",
+        ]
         assert all(row.reason is None for row in rows)
         bodies = []
         for i, row in enumerate(rows):
@@ -41,3 +51,12 @@ def test_a_slow_route_outlasts_a_short_timeout():
         with pytest.raises(TimeoutError):
             fetch(f"{base_url}/slow.jpg", timeout=0.2)
         assert time.monotonic() - start < 0.9
+
+
+def test_varied_captions_are_distinct_and_share_words():
+    captions = varied_captions(175)
+    assert len(set(captions)) == 175
+    assert captions[-1] == "a close-up of a tulip indoors"
+    assert sum("a dog" in c for c in captions) == 25  # 5 styles x 5 places
+    with pytest.raises(ValueError, match="1..175"):
+        varied_captions(176)
