@@ -49,10 +49,19 @@ def labelled_root(tmp_path):
 def params_for(root: Path, **tasks) -> dict:
     return {
         "data": {"root": str(root), "own": {"pets": {"template": "a photo of a {}."}}},
-        "tasks": {"ways": 3, "support_shots": 1, "query_shots": 3, "num_tasks": 6, "seed": 0,
-                  "support_sampling": "one_domain", "tasks_per_shard": 4,
-                  "source": "dataset", "dataset": "pets", **tasks},
-    }  # fmt: skip
+        "tasks": {
+            "ways": 3,
+            "support_shots": 1,
+            "query_shots": 3,
+            "num_tasks": 6,
+            "seed": 0,
+            "support_sampling": "one_domain",
+            "tasks_per_shard": 4,
+            "source": "dataset",
+            "dataset": "pets",
+            **tasks,
+        },
+    }
 
 
 def test_table_has_one_topic_per_class_and_every_key_resolves_to_its_image(labelled_root):
@@ -102,14 +111,14 @@ def test_bad_source_or_dataset_is_a_param_error_naming_the_key(labelled_root):
         labelled_table(built_in)
 
 
-def test_bad_dataset_name_stops_the_stage_with_one_line(labelled_root, tmp_path, monkeypatch,
-                                                        capsys):
+def test_bad_dataset_name_stops_the_stage_with_one_line(
+    labelled_root, tmp_path, monkeypatch, capsys
+):
     from pipeline.errors import run_stage
     from stages import tasks
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_for(labelled_root,
-                                                                    dataset="nope")))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_for(labelled_root, dataset="nope")))
     with pytest.raises(SystemExit) as exit_info:
         run_stage(tasks.main)
     assert exit_info.value.code == 2
@@ -125,16 +134,16 @@ def test_stale_key_of_another_source_is_an_error(labelled_root):
         source.path("pets:images/cat/missing.png")
 
 
-def test_dataset_features_are_the_cached_image_features_by_key(labelled_root, tiny_clip,
-                                                               tmp_path):
+def test_dataset_features_are_the_cached_image_features_by_key(labelled_root, tiny_clip, tmp_path):
     from pipeline.features import image_features
 
     source = labelled_source(params_for(labelled_root))
     keys = sorted(labelled_table(source)["key"])[:7]
     features = DatasetFeatures(source, tiny_clip, keys, cache_dir=tmp_path / "cache")
     asked = [keys[3], keys[0], keys[3]]
-    direct = image_features(tiny_clip, [source.path(k) for k in asked],
-                            cache_dir=tmp_path / "other")  # fmt: skip
+    direct = image_features(
+        tiny_clip, [source.path(k) for k in asked], cache_dir=tmp_path / "other"
+    )
     torch.testing.assert_close(features(asked), direct)
     assert list((tmp_path / "cache").glob("*.sqlite"))  # the shared on-disk cache
     with pytest.raises(KeyError, match="no features for task key"):
@@ -152,9 +161,20 @@ def test_dataset_features_are_the_cached_image_features_by_key(labelled_root, ti
 
 
 def meta_params(root: Path, tasks: dict) -> dict:
-    train = {"mode": "gram", "steps": 2, "tasks_per_batch": 2, "inner_steps": 1, "alpha": 0.1,
-             "second_order": False, "optimizer": "adam", "lr_theta": 0.01, "lr_phi": 0.01,
-             "seed": 0, "checkpoint_every": 2, "alignment_every": 1}  # fmt: skip
+    train = {
+        "mode": "gram",
+        "steps": 2,
+        "tasks_per_batch": 2,
+        "inner_steps": 1,
+        "alpha": 0.1,
+        "second_order": False,
+        "optimizer": "adam",
+        "lr_theta": 0.01,
+        "lr_phi": 0.01,
+        "seed": 0,
+        "checkpoint_every": 2,
+        "alignment_every": 1,
+    }
     meta = {
         "train": train,
         "regulator": {"kind": "affine", "init": "identity", "eps": 0.01, "bias": "shared"},
@@ -163,8 +183,12 @@ def meta_params(root: Path, tasks: dict) -> dict:
             "unigram": {"learner": "joint", "options": {"n_ctx": 1, "n_tokens": 1}, "steps": 1},
         },
     }
-    return {**params_for(root, **tasks), "backbone": TINY_OPEN_CLIP, "meta": meta,
-            "features": {"batch_size": 8, "num_workers": 0, "cache_dir": ".cache/features"}}
+    return {
+        **params_for(root, **tasks),
+        "backbone": TINY_OPEN_CLIP,
+        "meta": meta,
+        "features": {"batch_size": 8, "num_workers": 0, "cache_dir": ".cache/features"},
+    }
 
 
 def test_tasks_then_meta_train_on_dataset_tasks(labelled_root, tmp_path, monkeypatch, tiny_clip):
@@ -182,8 +206,11 @@ def test_tasks_then_meta_train_on_dataset_tasks(labelled_root, tmp_path, monkeyp
     shard_bytes = [p.read_bytes() for p in sorted(Path("data/tasks").glob("*.tar"))]
     tasks.main()  # same params -> same bytes
     assert [p.read_bytes() for p in sorted(Path("data/tasks").glob("*.tar"))] == shard_bytes
-    assert all(k.startswith("pets:") for t in read_task_shards("data/tasks")
-               for k in t.support.keys + t.query.keys)  # fmt: skip
+    assert all(
+        k.startswith("pets:")
+        for t in read_task_shards("data/tasks")
+        for k in t.support.keys + t.query.keys
+    )
 
     meta_train.main("coop")
     metrics = json.loads(Path("metrics/meta_train/coop.json").read_text())
@@ -192,8 +219,7 @@ def test_tasks_then_meta_train_on_dataset_tasks(labelled_root, tmp_path, monkeyp
     theta = load_meta_prompt(tmp_path / "models/gram/coop").theta["text_ctx"]
     from pipeline.learners import build_learner
 
-    fresh = build_learner("coop", tiny_clip, CLASSES[:3], {"n_ctx": 2, "init_words": None},
-                          seed=0)  # fmt: skip
+    fresh = build_learner("coop", tiny_clip, CLASSES[:3], {"n_ctx": 2, "init_words": None}, seed=0)
     assert not torch.equal(fresh.text_ctx.detach(), theta)  # meta-training moved it
 
     meta_train.main("unigram")  # a visual prompt: the images through the encoder
@@ -217,13 +243,18 @@ def test_meta_train_rejects_tasks_of_another_source(labelled_root, tmp_path, mon
 
 
 def chc_table() -> pd.DataFrame:
-    rows = [(f"{t:02d}{d}{i}", t, w, d) for t, w in enumerate(CLASSES) for d in range(3)
-            for i in range(2)]  # fmt: skip
+    rows = [
+        (f"{t:02d}{d}{i}", t, w, d)
+        for t, w in enumerate(CLASSES)
+        for d in range(3)
+        for i in range(2)
+    ]
     return pd.DataFrame(rows, columns=["key", "topic_id", "topic_word", "domain"])
 
 
-@pytest.mark.parametrize("extra", [{}, {"source": "chc", "dataset": None},
-                                   {"source": "chc", "dataset": "pets"}])
+@pytest.mark.parametrize(
+    "extra", [{}, {"source": "chc", "dataset": None}, {"source": "chc", "dataset": "pets"}]
+)
 def test_chc_source_writes_the_same_shards_as_the_sampler_alone(tmp_path, monkeypatch, extra):
     """The default path is the CHC sampler, byte for byte (whatever tasks.dataset says)."""
     from stages import tasks
@@ -231,8 +262,16 @@ def test_chc_source_writes_the_same_shards_as_the_sampler_alone(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     Path("data/chc").mkdir(parents=True)
     chc_table().to_parquet("data/chc/domains.parquet")
-    section = {"ways": 3, "support_shots": 1, "query_shots": 3, "num_tasks": 7, "seed": 2,
-               "support_sampling": "one_domain", "tasks_per_shard": 3, **extra}  # fmt: skip
+    section = {
+        "ways": 3,
+        "support_shots": 1,
+        "query_shots": 3,
+        "num_tasks": 7,
+        "seed": 2,
+        "support_sampling": "one_domain",
+        "tasks_per_shard": 3,
+        **extra,
+    }
     Path("params.yaml").write_text(yaml.safe_dump({"tasks": section}))
     tasks.main()
     spec = TaskSpec(3, 1, 3, 7, 2, "one_domain")

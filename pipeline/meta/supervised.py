@@ -129,13 +129,15 @@ class DatasetFeatures:
     cache, so a rerun or a downstream stage on the same images encodes nothing again.
     """
 
-    def __init__(self, source: LabelledSource, backbone: Backbone, keys: Iterable[str],
-                 **options: Any):
+    def __init__(
+        self, source: LabelledSource, backbone: Backbone, keys: Iterable[str], **options: Any
+    ):
         self.source = source
         self.keys = sorted(set(keys))
         paths = [source.path(key) for key in self.keys]
-        self.image = image_features(backbone, paths, desc=f"encoding {source.name} task images",
-                                    **options)  # fmt: skip
+        self.image = image_features(
+            backbone, paths, desc=f"encoding {source.name} task images", **options
+        )
         self.row = {key: i for i, key in enumerate(self.keys)}
 
     def __call__(self, keys: Sequence[str]) -> Tensor:
@@ -160,7 +162,10 @@ class DatasetImages:
 
 
 def labelled_inputs(
-    source: LabelledSource, backbone: Backbone, keys: Iterable[str], needs_images: bool,
+    source: LabelledSource,
+    backbone: Backbone,
+    keys: Iterable[str],
+    needs_images: bool,
     params: Mapping[str, Any],
 ) -> tuple[DatasetFeatures | None, DatasetImages | None]:
     """(features, images) for ``pipeline.meta.adapters.task_batches``: images for a learner
