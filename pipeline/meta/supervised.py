@@ -1,7 +1,7 @@
 """Meta-training tasks from a labelled dataset instead of CHC: GRAM Table 6, row 4,
 "- CHC = supervised meta-learning".
 
-GRAM Sec. 4.4 (ablation (4)): "instead of using unlabeled data, we directly use an annotated
+GRAM Sec. 4.6, ablation (4): "instead of using unlabeled data, we directly use an annotated
 image classification dataset (i.e., WebVision) for meta-training. We construct meta-training
 tasks by sub-sampling from the set of classes." Here the dataset is any one the pipeline reads
 (``tasks.dataset``: a ``data.own`` entry or a built-in CoOp dataset under ``data.root``); its
