@@ -1,8 +1,11 @@
 """DVC stage `meta_train <variant>`: GRAM meta-training (Algorithm 1) of one prompt variant.
 
-Reads params: backbone, meta.train, meta.regulator, meta.variants.<variant>.
+Reads params: backbone, meta.train, meta.regulator, meta.variants.<variant>, tasks.source,
+tasks.dataset, data.root, data.own, features.
 Reads data/tasks/tasks-*.tar; data/pairs/embeddings.npz (textual prompts: frozen image
-features by key) or data/pairs/shards/*.tar (visual prompts: images through the encoder).
+features by key) or data/pairs/shards/*.tar (visual prompts: images through the encoder);
+with ``tasks.source: dataset`` the task images of ``tasks.dataset`` instead (GRAM Table 6,
+"- CHC = supervised meta-learning"; see ``pipeline.meta.supervised``).
 Writes models/gram/<variant>/{theta.pt, phi.pt, learner.json},
 metrics/meta_train/<variant>.json and dvclive curves under plots/meta_train/<variant>/.
 Checkpoints go to .cache/meta_train/<variant>.pt (outside DVC, so an interrupted run
@@ -41,6 +44,7 @@ from pipeline.meta.adapters import (
 from pipeline.meta.artifacts import save_meta_prompt
 from pipeline.meta.gram import InnerLoop
 from pipeline.meta.regulator import BIASES, INITS, KINDS, build_regulators
+from pipeline.meta.supervised import labelled_inputs, labelled_source
 from pipeline.meta.tasks import read_task_shards
 from pipeline.meta.trainer import MODES, OPTIMIZERS, MetaTrainer, run
 from pipeline.params import ParamError, check_choice, check_range, get, load_params
@@ -134,6 +138,7 @@ def open_live(directory: Path):
 def main(variant: str) -> None:
     params = load_params()
     cfg = settings(params, variant)
+    labelled = labelled_source(params)  # None: tasks from CHC, images from the pairs
     torch.manual_seed(cfg["seed"])
     backbone = load_backbone(params["backbone"])
     tasks = read_task_shards(TASKS_DIR)
@@ -156,11 +161,15 @@ def main(variant: str) -> None:
     if cfg["mode"] != "none" and cfg["steps"] > 0:
         device = backbone.device
         needs_images = learner.needs_images
-        features = None if needs_images else PairFeatures(EMBEDDINGS)
-        images = None
-        if needs_images:
-            keys = keys_used(tasks, cfg["steps"], cfg["tasks_per_batch"], cfg["seed"])
-            images = PairImages(SHARDS_DIR, sorted(keys), backbone.image_transform(train=False))
+        keys = keys_used(tasks, cfg["steps"], cfg["tasks_per_batch"], cfg["seed"])
+        if labelled is not None:  # GRAM Table 6 "- CHC": the images of a labelled dataset
+            features, images = labelled_inputs(labelled, backbone, keys, needs_images, params)
+        else:
+            features = None if needs_images else PairFeatures(EMBEDDINGS)
+            images = None
+            if needs_images:
+                transform = backbone.image_transform(train=False)
+                images = PairImages(SHARDS_DIR, sorted(keys), transform)
         make = task_batches if cfg["mode"] == "gram" else pretrain_batches
         batches = make(tasks, cfg["tasks_per_batch"], cfg["seed"], features, images, device)
         trainer = MetaTrainer(

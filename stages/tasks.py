@@ -1,6 +1,8 @@
 """DVC stage `tasks`: K_t-way meta-training tasks from the CHC topics and domains.
 
-Reads params: tasks. Reads data/chc/domains.parquet.
+Reads params: tasks, data.root, data.own. Reads data/chc/domains.parquet, or with
+``tasks.source: dataset`` the train split of ``tasks.dataset`` (GRAM Table 6, "- CHC =
+supervised meta-learning"; see ``pipeline.meta.supervised``).
 Writes data/tasks/tasks-%06d.tar (one `<task>.json` per task) and metrics/tasks.json.
 """
 
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 from pipeline.errors import run_stage
 from pipeline.io import write_json
+from pipeline.meta.supervised import labelled_source, labelled_table
 from pipeline.meta.tasks import (
     SUPPORT_SAMPLING,
     TaskSpec,
@@ -49,7 +52,13 @@ def task_spec(params: dict) -> TaskSpec:
 def main() -> None:
     params = load_params()
     spec = task_spec(params)
-    tasks, stats = sample_tasks(read_domains(DOMAINS), spec, source=DOMAINS)
+    labelled = labelled_source(params)  # None: tasks from CHC (the paper's method)
+    if labelled is None:
+        tasks, stats = sample_tasks(read_domains(DOMAINS), spec, source=DOMAINS)
+    else:
+        where = f"{labelled.name} (tasks.dataset, train split)"
+        tasks, stats = sample_tasks(labelled_table(labelled), spec, source=where)
+        stats.update(source="dataset", dataset=labelled.name)
     shards = write_task_shards(tasks, OUT_DIR, params["tasks"].get("tasks_per_shard", 1000))
     stats["shards"] = len(shards)
     write_json(METRICS, stats)

@@ -6,7 +6,8 @@
 * :class:`PairFeatures` / :class:`PairImages`: a task's images as frozen image features
   (rows of ``embeddings.npz``: textual prompts never need the image encoder again) or as
   preprocessed images from the pair shards (visual prompts change the image features, so
-  the image encoder runs every step).
+  the image encoder runs every step). Tasks from a labelled dataset (GRAM Table 6, "- CHC")
+  read theirs through ``supervised.DatasetFeatures`` / ``DatasetImages``, same call shape.
 * :func:`task_batches` / :func:`pretrain_batches`: ``batches(step)`` for
   :func:`pipeline.meta.trainer.run`, a pure function of (seed, step).
 """
