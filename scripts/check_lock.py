@@ -25,7 +25,9 @@ ABSENT = {"not in cache", "deleted"}
 
 def lock_outputs(lock: dict) -> set[str]:
     """Every path some locked stage writes: a dependency on one of them may be absent."""
-    return {out["path"] for stage in lock.get("stages", {}).values() for out in stage.get("outs", [])}
+    return {
+        out["path"] for stage in lock.get("stages", {}).values() for out in stage.get("outs", [])
+    }
 
 
 def stale_entries(status: dict, lock: dict) -> dict[str, list[str]]:
