@@ -94,6 +94,7 @@ def iter_samples(shards: Iterable[Path]) -> Iterator[ShardSample]:
 
 
 def iter_chunks(samples: Iterator[ShardSample], size: int) -> Iterator[list[ShardSample]]:
+    """Consecutive lists of ``size`` samples (the last may be shorter): the saved parts."""
     while chunk := list(islice(samples, size)):
         yield chunk
 
