@@ -11,9 +11,10 @@ from __future__ import annotations
 import pandas as pd
 
 from pipeline.backbones import load_backbone
-from pipeline.errors import run_stage
+from pipeline.errors import UserError, run_stage
 from pipeline.io import write_json
 from pipeline.pairs.embed import backbone_id, embed_pairs
+from pipeline.pairs.shards import list_shards
 from pipeline.params import check_range, get, load_params
 
 SHARDS_DIR = "data/pairs/shards"
@@ -38,8 +39,10 @@ def main() -> None:
         10**9,
         integer=True,
     )
-    backbone = load_backbone(params["backbone"])
+    if not list_shards(SHARDS_DIR):  # checked before the backbone loads
+        raise UserError(f"{SHARDS_DIR}: no shards to embed (run the ingest stage)")
     total = int((pd.read_parquet(INDEX, columns=["status"])["status"] == "success").sum())
+    backbone = load_backbone(params["backbone"])
     metrics = embed_pairs(
         SHARDS_DIR,
         backbone,
