@@ -105,3 +105,14 @@ def test_truncated_file_fails_at_decode():
     data = saved(Image.new("RGB", (64, 64), (1, 2, 3)), "PNG")
     with pytest.raises(OSError):
         open_rgb(data[: len(data) // 2])
+
+
+def test_ingest_resizer_scales_sixteen_bit_grey_instead_of_saturating():
+    from pipeline.pairs.images import ImageOptions
+
+    data = saved(Image.fromarray(np.tile(RAMP16, (16, 1))), "PNG")  # 64 x 64
+    jpeg, sizes, error = ImageOptions(image_size=64, resize_mode="no").resize(data)
+    assert error is None and sizes["original_width"] == 64
+    grey = pixels(open_rgb(jpeg))[..., 0]
+    expected = np.tile(RAMP16 // 257, (16, 1))
+    assert np.abs(grey - expected).mean() < 3  # JPEG noise only; the Resizer alone gives ~255
