@@ -132,7 +132,10 @@ def image_features(
     num_workers: int = 0,
     desc: str = "encoding images",
 ) -> torch.Tensor:
-    """[N, embed_dim] float32 features of ``paths`` (in order), encoding only what is new."""
+    """[N, embed_dim] float32 features of ``paths`` (in order), encoding only what is new.
+
+    Batches run on ``backbone.device``; the features are stored, and returned, on the CPU.
+    """
     paths = [Path(p) for p in paths]
     for path in paths:
         if not path.is_file():
@@ -144,11 +147,16 @@ def image_features(
         if todo:
             transform = backbone.image_transform(train=view is not None)
             files = ImageFiles([paths[i] for i in todo], transform, view, aug_seed)
-            loader = DataLoader(files, batch_size=batch_size, num_workers=num_workers)
+            # Pinned host memory lets the copy to the GPU overlap the next batch's decoding.
+            on_cuda = backbone.device.type == "cuda"
+            loader = DataLoader(
+                files, batch_size=batch_size, num_workers=num_workers, pin_memory=on_cuda
+            )
             done = 0
             with tqdm(total=len(todo), desc=desc, unit="img") as bar:
                 for batch in loader:
-                    features = backbone.encode_image(batch.to(backbone.device)).float().cpu()
+                    batch = batch.to(backbone.device, non_blocking=on_cuda)
+                    features = backbone.encode_image(batch).float().cpu()
                     batch_keys = [keys[i] for i in todo[done : done + len(batch)]]
                     store.put(batch_keys, features.numpy())
                     done += len(batch)

@@ -8,7 +8,11 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-TINY_OPEN_CLIP = {"kind": "open_clip", "open_clip": {"model": "gram-tiny-vit", "pretrained": None}}
+TINY_OPEN_CLIP = {
+    "kind": "open_clip",
+    "device": "cpu",  # tests run on the CPU even where CUDA is available
+    "open_clip": {"model": "gram-tiny-vit", "pretrained": None},
+}
 
 
 @pytest.fixture(scope="session")

@@ -67,8 +67,9 @@ def test_cosine_logits_scale_and_shape():
 
 def test_missing_checkpoint_is_a_clear_error():
     from pipeline.backbones import create_backbone
+    from pipeline.params import ParamError
 
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    with pytest.raises(ParamError, match="no such checkpoint"):
         create_backbone({"kind": "open_clip",
                          "open_clip": {"model": "gram-tiny-vit", "pretrained": "/nope/ckpt.pt"}})
     with pytest.raises(ValueError, match="backbone.kind"):

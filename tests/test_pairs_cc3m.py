@@ -3,12 +3,10 @@ then the embed_pairs and filter stages on what it wrote."""
 
 import io
 import json
+import os
 import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import tarfile
 
-import numpy as np
 import pandas as pd
 import pytest
 import webdataset as wds
@@ -16,57 +14,33 @@ import yaml
 from PIL import Image
 
 from pipeline.pairs import reasons
-from pipeline.pairs.cc3m import DownloadOptions, _start_or_resume, ingest_cc3m
+from pipeline.pairs.cc3m import (
+    DownloadOptions,
+    _normalise_tar,
+    _start_or_resume,
+    ingest_cc3m,
+)
 from pipeline.pairs.images import ImageOptions
 from pipeline.pairs.tsv import TsvFormatError
 from pipeline.params import ParamError
 from tests.conftest import TINY_OPEN_CLIP
+from tests.loopback_http import REFUSED_URL, Response, image, noise_jpeg, serve, write_cc3m_tsv
 
 SLOW_SECONDS = 2.5  # longer than the 1 s download timeout below
 
-
-def jpeg(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-RESPONSES = {
-    **{f"/good/{i}.jpg": (200, "image/jpeg", jpeg(i)) for i in range(4)},
-    "/copy-of-0.jpg": (200, "image/jpeg", jpeg(0)),
-    "/slow.jpg": (200, "image/jpeg", jpeg(5)),
-    "/truncated.jpg": (200, "image/jpeg", jpeg(6)[:300]),
-    "/page.jpg": (200, "text/html", b"<html><body>Image not found</body></html>"),
+ROUTES = {
+    **{f"/good/{i}.jpg": image(i) for i in range(4)},
+    "/copy-of-0.jpg": image(0),
+    "/slow.jpg": Response(200, "image/jpeg", noise_jpeg(5), delay=SLOW_SECONDS),
+    "/truncated.jpg": Response(200, "image/jpeg", noise_jpeg(6)[:300]),
+    "/page.jpg": Response(200, "text/html", b"<html><body>Image not found</body></html>"),
 }
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        if self.path == "/slow.jpg":
-            time.sleep(SLOW_SECONDS)
-        status, kind, body = RESPONSES.get(self.path, (404, "text/plain", b"not found"))
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:  # the client gave up (timeout case)
-            pass
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(ROUTES) as base_url:
+        yield base_url
 
 
 def cc3m_tsv(path, base):
@@ -84,10 +58,9 @@ def cc3m_tsv(path, base):
         (b"no url column", None, reasons.MISSING_COLUMN),
         (b"not http", "ftp://127.0.0.1/good/3.jpg", reasons.BAD_URL),
         (b"the same image again", f"{base}/copy-of-0.jpg", "success"),
-        (b"nobody listens there", "http://127.0.0.1:9/x.jpg", reasons.CONNECTION_ERROR),
+        (b"nobody listens there", REFUSED_URL, reasons.CONNECTION_ERROR),
     ]
-    lines = [c if u is None else c + b"\t" + u.encode() for c, u, _ in rows]
-    path.write_bytes(b"\n".join(lines) + b"\n")
+    write_cc3m_tsv(path, [(caption, url) for caption, url, _ in rows])
     return [status for _, _, status in rows]
 
 
@@ -222,3 +195,32 @@ def test_missing_distributor_package_is_a_param_error(tmp_path, monkeypatch, dis
     with pytest.raises(ParamError, match=f"ingest.download.distributor = '{distributor}'"):
         ingest_cc3m(tsv, tmp_path / "shards", ImageOptions(), options)
     assert not (tmp_path / "work").exists()
+
+
+def write_shard(path, keys, mtime):
+    """A tar as img2dataset's webdataset writer makes one: samples in the order given."""
+    with wds.TarWriter(str(path), mtime=mtime) as writer:
+        for key in keys:
+            writer.write({"__key__": key, "txt": f"caption {key}", "jpg": noise_jpeg(int(key))})
+
+
+def test_shards_are_rewritten_in_key_order_without_timestamps(tmp_path):
+    first, second = tmp_path / "first.tar", tmp_path / "second.tar"
+    write_shard(first, ["000002", "000000", "000001"], mtime=1.7e9 + 0.25)
+    write_shard(second, ["000001", "000002", "000000"], mtime=1.8e9)
+    os.link(first, tmp_path / "cached.tar")  # what a DVC cache entry of the shard would be
+    original = first.read_bytes()
+    for path in (first, second):
+        _normalise_tar(path)
+    assert first.read_bytes() == second.read_bytes()
+    assert (tmp_path / "cached.tar").read_bytes() == original  # the old inode is untouched
+    with tarfile.open(first) as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == [
+            f"{key}.{ext}" for key in ("000000", "000001", "000002") for ext in ("jpg", "txt")
+        ]
+        assert {m.mtime for m in members} == {0} and not any(m.pax_headers for m in members)
+        assert tar.extractfile("000002.jpg").read() == noise_jpeg(2)
+    inode = first.stat().st_ino
+    _normalise_tar(first)  # already in this form: left as it is
+    assert first.stat().st_ino == inode and not (tmp_path / "first.tar.partial").exists()

@@ -4,6 +4,8 @@ Two families, described as data in ``params.yaml``::
 
     backbone:
       kind: embedded            # or open_clip
+      device: auto              # auto | cpu | cuda | cuda:N (runtime.py)
+      precision: fp32           # fp32 | bf16 | fp16 autocast (runtime.py)
       embedded: {...}           # keyword arguments of EmbeddedBackbone
       open_clip: {model: ViT-B-16, pretrained: openai}   # keyword arguments of OpenClipBackbone
 
@@ -17,14 +19,25 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from .base import Backbone, TokenizedText, cosine_logits
+from .base import Backbone, TokenizedText, cosine_logits, full_precision
+from .runtime import check_precision, resolve_device
 
-__all__ = ["Backbone", "TokenizedText", "cosine_logits", "create_backbone", "load_backbone"]
+__all__ = [
+    "Backbone",
+    "TokenizedText",
+    "cosine_logits",
+    "create_backbone",
+    "full_precision",
+    "load_backbone",
+]
 
 KINDS = ("embedded", "open_clip")
 
 
 def create_backbone(config: dict[str, Any]) -> Backbone:
+    """The backbone ``config`` describes, frozen, on ``device`` under ``precision``."""
+    device = resolve_device(config.get("device", "auto"))
+    precision = check_precision(config.get("precision", "fp32"), device)
     kind = config.get("kind")
     options = dict(config.get(kind) or {}) if isinstance(kind, str) else {}
     if kind == "embedded":
@@ -37,7 +50,7 @@ def create_backbone(config: dict[str, Any]) -> Backbone:
         backbone = OpenClipBackbone(**options)
     else:
         raise ValueError(f"params.yaml: backbone.kind = {kind!r} must be one of {list(KINDS)}")
-    return backbone.eval().requires_grad_(False)
+    return backbone.eval().requires_grad_(False).place(device, precision)
 
 
 @lru_cache(maxsize=2)

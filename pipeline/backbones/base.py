@@ -22,6 +22,7 @@ nothing either. ``truncate=False`` keeps the full context length so tests can pr
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,6 +85,8 @@ class Backbone(nn.Module, ABC):
     image_size: int
     #: position in a tokenized prompt where soft context vectors start (after SOS / [CLS])
     context_start: int = 1
+    #: autocast precision of the encoders (``runtime.PRECISIONS``); set by :meth:`place`
+    precision: str = "fp32"
 
     @property
     @abstractmethod
@@ -130,6 +133,45 @@ class Backbone(nn.Module, ABC):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def place(self, device: torch.device, precision: str = "fp32") -> Backbone:
+        """Move to ``device`` and run the encoders under ``precision`` autocast.
+
+        A low precision changes the features, and the feature cache is keyed by ``name``, so
+        it is part of the name (fp32 keeps the plain name).
+        """
+        from .runtime import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} must be one of {list(PRECISIONS)}")
+        fp32_name = self.__dict__.setdefault("_fp32_name", self.name)
+        self.precision = precision
+        self.name = fp32_name if precision == "fp32" else f"{fp32_name}:{precision}"
+        return self.to(device)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context the encoders run in (none for fp32)."""
+        if self.precision == "fp32" or self.__dict__.get("_fp32_override"):
+            return contextlib.nullcontext()
+        from .runtime import PRECISIONS
+
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+
+
+@contextlib.contextmanager
+def full_precision(backbone: Backbone):
+    """Run ``backbone``'s encoders in fp32 inside the block, whatever ``precision`` says.
+
+    For work autocast cannot do: second-order gradients through attention under bf16/fp16
+    autocast fail in PyTorch 2.14 (``BmmBackward0``: "expected scalar type Float but found
+    BFloat16"), so second-order GRAM meta-steps need this block.
+    """
+    before = backbone.__dict__.get("_fp32_override", False)
+    backbone.__dict__["_fp32_override"] = True
+    try:
+        yield backbone
+    finally:
+        backbone.__dict__["_fp32_override"] = before
 
 
 def cosine_logits(image_features: Tensor, text_features: Tensor, logit_scale: float) -> Tensor:

@@ -253,11 +253,13 @@ class EmbeddedBackbone(Backbone):
             raise ValueError(
                 f"embeddings have {embeddings.shape[1]} positions, the batch needs {tokens.length}"
             )
+        embeddings = embeddings.to(self.device)
         positions = torch.arange(embeddings.shape[1], device=embeddings.device)
         mask = positions[None, :] <= tokens.eot.to(embeddings.device)[:, None]
-        hidden = self.text_model(
-            inputs_embeds=embeddings, attention_mask=mask.long()
-        ).last_hidden_state
+        with self.autocast():
+            hidden = self.text_model(
+                inputs_embeds=embeddings, attention_mask=mask.long()
+            ).last_hidden_state.float()
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
@@ -292,7 +294,8 @@ class EmbeddedBackbone(Backbone):
         return self.image_model(images)
 
     def encode_image(self, images: Tensor, visual_prompt: Tensor | None = None) -> Tensor:
-        logits = self.imagenet_logits(images.to(self.device), visual_prompt)
+        with self.autocast():
+            logits = self.imagenet_logits(images.to(self.device), visual_prompt).float()
         probabilities = (logits / self.image_temperature).softmax(dim=-1)
         return probabilities @ self.class_embeddings
 

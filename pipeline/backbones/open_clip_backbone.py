@@ -7,22 +7,94 @@ prompt outputs of each later layer. Both need access to the tower internals, so 
 standard ``open_clip.CLIP`` text tower and ``VisionTransformer`` image tower are accepted.
 
 Weights: ``pretrained`` is an open_clip tag (read from the hub cache; we never download:
-HF_HUB_OFFLINE is set), a local checkpoint path, or None for a random initialisation (tests).
-``model`` may also name one of the JSON architectures in ``configs/`` next to this file.
+HF_HUB_OFFLINE is set), a local checkpoint file (open_clip or OpenAI format, TorchScript
+archives included), or None for a random initialisation (tests). Weights trained with
+QuickGELU (OpenAI's) always get QuickGELU, whatever the architecture's name says
+(``checkpoints.py``). ``model`` may also name one of the JSON architectures in ``configs/``.
+
+The VPT path reads open_clip internals (``visual._pool`` from 2.32, ``transformer.batch_first``
+until 3.3), so the installed version must be in ``OPEN_CLIP_VERSIONS``.
 """
 
 from __future__ import annotations
 
 import os
+from importlib import metadata
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from ..errors import UserError
+from ..params import ParamError
+from . import checkpoints
 from .base import Backbone, TokenizedText
 from .transforms import CLIP_MEAN, CLIP_STD, image_transform
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+#: [lowest, first unsupported) open_clip_torch versions; keep in step with pyproject.toml
+OPEN_CLIP_VERSIONS = ((2, 32), (3, 4))
+
+
+def check_open_clip_version(version: str) -> None:
+    """Refuse an open_clip_torch whose internals the VPT path does not know."""
+    try:
+        major_minor = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        major_minor = ()
+    low, high = OPEN_CLIP_VERSIONS
+    if len(major_minor) != 2 or not low <= major_minor < high:
+        supported = f">={low[0]}.{low[1]},<{high[0]}.{high[1]}"
+        raise UserError(
+            f"open_clip_torch {version} is installed; backbone.kind: open_clip needs "
+            f"open_clip_torch{supported} (pip install 'open_clip_torch{supported}')"
+        )
+
+
+def import_open_clip():
+    check_open_clip_version(metadata.version("open_clip_torch"))
+    import open_clip
+
+    open_clip.add_model_config(CONFIG_DIR)
+    return open_clip
+
+
+def build_clip(model: str, pretrained: str | None, cache_dir: str | None):
+    """open_clip's CLIP for (model, pretrained), with the activation the weights need.
+
+    Returns the model and whether QuickGELU was forced onto a plain-GELU architecture.
+    """
+    open_clip = import_open_clip()
+    checkpoints.architecture_uses_quick_gelu(model)  # an unknown name is an error first
+    if not pretrained:
+        return open_clip.create_model(model, pretrained=None), False
+    path = Path(pretrained)
+    if path.is_file():
+        checkpoint = checkpoints.read_local_checkpoint(path)
+        force = checkpoint.openai_format and checkpoints.check_activation(
+            model, pretrained, weights_quick_gelu=True
+        )
+        clip_model = open_clip.create_model(model, pretrained=None, force_quick_gelu=force)
+        checkpoints.check_metadata(checkpoint, clip_model, model)
+        checkpoints.load_weights(clip_model, checkpoint, model)
+        return clip_model, force
+    if path.suffix or os.sep in pretrained:
+        raise ParamError(
+            f"params.yaml: {checkpoints.PRETRAINED_KEY} = {pretrained!r}: no such checkpoint"
+        )
+    weights_quick_gelu = checkpoints.tag_needs_quick_gelu(model, pretrained)
+    force = checkpoints.check_activation(model, pretrained, weights_quick_gelu)
+    try:
+        clip_model = open_clip.create_model(
+            model, pretrained=pretrained, cache_dir=cache_dir, force_quick_gelu=force
+        )
+    except RuntimeError as error:
+        raise ParamError(
+            f"params.yaml: {checkpoints.PRETRAINED_KEY} = {pretrained!r}: could not load the "
+            f"weights of {model!r}. There is no internet here: put the checkpoint in the hub "
+            f"cache or give its local path ({error})"
+        ) from error
+    return clip_model, force
 
 
 class OpenClipBackbone(Backbone):
@@ -31,37 +103,28 @@ class OpenClipBackbone(Backbone):
         model: str = "ViT-B-16",
         pretrained: str | None = "openai",
         cache_dir: str | None = None,
-        precision: str = "fp32",
     ):
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import open_clip
 
-        open_clip.add_model_config(CONFIG_DIR)
-        if pretrained and Path(pretrained).suffix and not Path(pretrained).exists():
-            raise FileNotFoundError(
-                f"params.yaml: backbone.open_clip.pretrained = {pretrained!r}: no such checkpoint"
-            )
-        try:
-            clip_model = open_clip.create_model(
-                model, pretrained=pretrained or None, precision=precision, cache_dir=cache_dir
-            )
-        except RuntimeError as error:
-            raise RuntimeError(
-                f"could not load open_clip model {model!r} with pretrained={pretrained!r}. "
-                "There is no internet here: put the checkpoint in the hub cache or pass its "
-                f"local path as backbone.open_clip.pretrained ({error})"
-            ) from error
+        clip_model, forced_quick_gelu = build_clip(model, pretrained, cache_dir)
         if not isinstance(clip_model, open_clip.CLIP):
-            raise ValueError(
-                f"{model}: only open_clip.CLIP models (built-in text tower) are supported"
+            raise ParamError(
+                f"params.yaml: {checkpoints.MODEL_KEY} = {model!r}: only open_clip.CLIP "
+                "models (built-in text tower) are supported"
             )
         if not isinstance(clip_model.visual, open_clip.transformer.VisionTransformer):
-            raise ValueError(f"{model}: only ViT image towers are supported (got a CNN tower)")
+            raise ParamError(
+                f"params.yaml: {checkpoints.MODEL_KEY} = {model!r}: only ViT image towers "
+                "are supported (got a CNN tower)"
+            )
         self.model = clip_model
         self._tokenizer = open_clip.get_tokenizer(model)
 
-        self.name = f"open_clip:{model}:{pretrained}"
+        # the activation is part of the name: features of the two are not interchangeable
+        architecture = f"{model}+quickgelu" if forced_quick_gelu else model
+        self.name = f"open_clip:{architecture}:{pretrained}"
         self.embed_dim = int(clip_model.text_projection.shape[-1])
         self.text_width = int(clip_model.token_embedding.weight.shape[1])
         self.vision_width = int(clip_model.visual.conv1.out_channels)
@@ -91,7 +154,12 @@ class OpenClipBackbone(Backbone):
     def encode_text_embeddings(
         self, embeddings: Tensor, tokens: TokenizedText, truncate: bool = True
     ) -> Tensor:
+        with self.autocast():
+            return self._encode_text_embeddings(embeddings, tokens, truncate).float()
+
+    def _encode_text_embeddings(self, embeddings: Tensor, tokens: TokenizedText, truncate: bool):
         model = self.model
+        embeddings = embeddings.to(self.device)
         length = tokens.length if truncate else embeddings.shape[1]
         x = embeddings[:, :length] + model.positional_embedding[:length].to(embeddings.dtype)
         mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
@@ -102,9 +170,11 @@ class OpenClipBackbone(Backbone):
 
     # ---- image ------------------------------------------------------------------------
     def encode_image(self, images: Tensor, visual_prompt: Tensor | None = None) -> Tensor:
-        if visual_prompt is None:
-            return self.model.encode_image(images)
-        return self._encode_image_with_prompts(images, visual_prompt)
+        images = images.to(self.device, non_blocking=True)
+        with self.autocast():
+            if visual_prompt is None:
+                return self.model.encode_image(images).float()
+            return self._encode_image_with_prompts(images, visual_prompt).float()
 
     def _encode_image_with_prompts(self, images: Tensor, prompts: Tensor) -> Tensor:
         """VPT: [depth, n, width] prompts; layer i < depth sees prompts[i] as its n last tokens."""
@@ -125,7 +195,8 @@ class OpenClipBackbone(Backbone):
         transformer = visual.transformer
         for layer, block in enumerate(transformer.resblocks):
             if 0 < layer < depth:
-                x = torch.cat([x[:, :n_image_tokens], prompts[layer].expand(batch, -1, -1)], 1)
+                layer_prompts = prompts[layer].to(x.dtype).expand(batch, -1, -1)
+                x = torch.cat([x[:, :n_image_tokens], layer_prompts], dim=1)
             x = _run_block(block, x, transformer.batch_first)
         # Pool over the image tokens only: prompts carry no position and are not pooled.
         pooled, _ = visual._pool(x[:, :n_image_tokens])

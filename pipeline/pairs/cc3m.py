@@ -13,7 +13,9 @@ img2dataset does the downloading, resizing, retries, WebDataset writing and dist
   interrupted ingest resumes with img2dataset's ``incremental`` mode; a changed TSV or
   changed image options start over;
 * links img2dataset's finished tars into ``shards_dir`` as ``pairs-%06d.tar`` (hard links,
-  no second copy of CC3M) and builds the index from img2dataset's parquet files.
+  no second copy of CC3M), each first rewritten in key order without timestamps so the same
+  job gives the same bytes on any distributor, and builds the index from img2dataset's
+  parquet files.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import math
 import os
 import shutil
 import signal
+import sys
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +90,11 @@ def _start_or_resume(work_dir: Path, output: Path, config: dict) -> bool:
 def _prepare_distributor(name: str) -> None:
     """Fail early where img2dataset would not: without ray installed its ray distributor
     silently downloads nothing. For pyspark, a session built here honours ``spark-submit
-    --master`` / ``spark-defaults.conf``; img2dataset would otherwise start ``local[n]``."""
+    --master`` / ``spark-defaults.conf``; img2dataset would otherwise start ``local[n]``.
+
+    Spark's Python workers run ``$PYSPARK_PYTHON``, else whatever ``python3`` is first on the
+    PATH, which need not have img2dataset; unless the user names one, they run this
+    interpreter (right for a local master; on a cluster, set ``PYSPARK_PYTHON``)."""
     if name == "multiprocessing":
         return
     try:
@@ -97,6 +105,7 @@ def _prepare_distributor(name: str) -> None:
             f"(pip install {name}), not installed here"
         ) from error
     if name == "pyspark" and module.SparkSession.getActiveSession() is None:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         module.SparkSession.builder.appName("gram-ingest").getOrCreate()
 
 
@@ -158,6 +167,29 @@ def _finished_shards(output: Path) -> list[int]:
     return sorted(int(p.name.split("_")[0]) for p in output.glob("*_stats.json"))
 
 
+def _normalise_tar(path: Path) -> None:
+    """Make a finished tar's bytes depend on its samples only: members in name (key) order,
+    every mtime 0. img2dataset's webdataset writer stamps each member with the time it was
+    written and adds samples in the order their downloads finished, so without this two runs
+    of the same job, on one distributor or two, give different shards (and DVC hashes).
+
+    Rewritten through a temporary file and ``os.replace``: a new inode, so a hard link to the
+    old one (a DVC cache entry) is never written into; a tar already in this form is kept."""
+    with tarfile.open(path) as source:
+        members = source.getmembers()
+        names = [m.name for m in members]
+        if names == sorted(names) and not any(m.mtime or m.pax_headers for m in members):
+            return
+        partial = path.with_name(path.name + ".partial")
+        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as target:
+            for member in sorted(members, key=lambda m: m.name):
+                plain = tarfile.TarInfo(member.name)
+                for field in ("size", "mode", "uid", "gid", "uname", "gname", "type"):
+                    setattr(plain, field, getattr(member, field))
+                target.addfile(plain, source.extractfile(member))
+    os.replace(partial, path)
+
+
 def _link(source: Path, target: Path) -> None:
     """Hard-link a finished tar. Safe to share: img2dataset never writes into a finished
     shard again (incremental mode skips it, a changed job deletes the folder first)."""
@@ -179,6 +211,7 @@ def collect(
     for shard_id in _finished_shards(output):
         name = f"{shard_id:0{OOM_SHARD_COUNT}d}"
         shard_name = SHARD_PATTERN % shard_id
+        _normalise_tar(output / f"{name}.tar")
         _link(output / f"{name}.tar", shards_dir / shard_name)
         frame = pd.read_parquet(output / f"{name}.parquet", columns=columns)
         frames.append(frame.assign(shard=shard_name))
