@@ -4,7 +4,7 @@
     python bench/bench_embed_pairs.py --pairs 512 --batch 64 --threads 2 --workers 1
 
 Ingests the first ``--pairs`` embedded sample pairs (data/embedded/pairs) into one shard in
-a temporary folder, then times ``embed_shard`` on it (JPEG decode, the backbone's
+a temporary folder, then times ``embed_chunk`` on its samples (JPEG decode, the backbone's
 preprocessing, image and caption encoders). Backbone loading and a warm-up batch are excluded.
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from pipeline.backbones import create_backbone
-from pipeline.pairs.embed import embed_shard
+from pipeline.pairs.embed import embed_chunk
 from pipeline.pairs.images import ImageOptions
 from pipeline.pairs.sample import PAIR_LIST, ingest_sample
-from pipeline.pairs.shards import list_shards
+from pipeline.pairs.shards import iter_shard, list_shards
 from pipeline.params import load_params
 
 
@@ -48,10 +48,10 @@ def main() -> None:
         tmp = Path(tmp)
         subset(Path(args.input), tmp / "input", args.pairs)
         ingest_sample(tmp / "input", tmp / "shards", ImageOptions(), shard_size=args.pairs)
-        shard = list_shards(tmp / "shards")[0]
-        embed_shard(shard, backbone, args.batch)  # warm-up (allocations, lazy init)
+        samples = list(iter_shard(list_shards(tmp / "shards")[0]))
+        embed_chunk(samples[: args.batch], 0, backbone, args.batch)  # warm-up (lazy init)
         start = time.perf_counter()
-        part = embed_shard(shard, backbone, args.batch, args.workers)
+        part = embed_chunk(samples, 0, backbone, args.batch, args.workers)
         seconds = time.perf_counter() - start
     done = len(part["keys"]) + len(part["failed_keys"])
     if not len(part["keys"]):

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .backbones import Backbone
+from .decode import open_rgb
 from .errors import UserError
 
 DEFAULT_CACHE_DIR = Path(".cache/features")
@@ -45,8 +46,7 @@ def image_key(path: Path) -> str:
 
 def load_rgb(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return open_rgb(path)
     except FileNotFoundError:
         raise ImageDecodeError(f"{path}: image file is missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:

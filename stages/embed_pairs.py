@@ -1,6 +1,6 @@
 """DVC stage `embed_pairs`: image and caption features of every pair in the shards.
 
-Reads params: backbone, embed_pairs (batch_size, num_workers).
+Reads params: backbone, embed_pairs (batch_size, num_workers, checkpoint_every).
 Writes data/pairs/embeddings.npz (keys, image, text, captions, sha256, failed_keys,
 failed_reasons, failed_details) and metrics/embed_pairs.json {"input", "embedded", "failed"}.
 A separate stage so that changing filter.min_similarity never re-embeds.
@@ -11,15 +11,16 @@ from __future__ import annotations
 import pandas as pd
 
 from pipeline.backbones import load_backbone
-from pipeline.errors import run_stage
+from pipeline.errors import UserError, run_stage
 from pipeline.io import write_json
 from pipeline.pairs.embed import backbone_id, embed_pairs
+from pipeline.pairs.shards import list_shards
 from pipeline.params import check_range, get, load_params
 
 SHARDS_DIR = "data/pairs/shards"
 INDEX = "data/pairs/index.parquet"
 EMBEDDINGS = "data/pairs/embeddings.npz"
-PARTS_DIR = "data/pairs/embed_parts"  # per-shard results, kept only until the run completes
+PARTS_DIR = "data/pairs/embed_parts"  # saved progress, kept only until the run completes
 METRICS = "metrics/embed_pairs.json"
 
 
@@ -31,8 +32,17 @@ def main() -> None:
     workers = check_range(
         "embed_pairs.num_workers", get(params, "embed_pairs.num_workers"), 0, 256, integer=True
     )
-    backbone = load_backbone(params["backbone"])
+    checkpoint_every = check_range(
+        "embed_pairs.checkpoint_every",
+        get(params, "embed_pairs.checkpoint_every"),
+        1,
+        10**9,
+        integer=True,
+    )
+    if not list_shards(SHARDS_DIR):  # checked before the backbone loads
+        raise UserError(f"{SHARDS_DIR}: no shards to embed (run the ingest stage)")
     total = int((pd.read_parquet(INDEX, columns=["status"])["status"] == "success").sum())
+    backbone = load_backbone(params["backbone"])
     metrics = embed_pairs(
         SHARDS_DIR,
         backbone,
@@ -42,6 +52,7 @@ def main() -> None:
         batch_size=batch_size,
         num_workers=workers,
         total=total,
+        checkpoint_every=checkpoint_every,
     )
     write_json(METRICS, metrics)
     print(

@@ -108,8 +108,48 @@ def test_fewer_topics_than_a_meta_task_needs(data):
 
 def test_too_few_captions_for_umap():
     captions, embeddings, _ = blobs(per_topic=1)
-    with pytest.raises(TopicError, match="too few for UMAP with n_neighbors=10"):
-        model().fit(captions, embeddings)
+    topic_model = TopicModel(
+        embedder=None,
+        reducer=make_reducer(n_neighbors=10),
+        clusterer=make_clusterer(min_cluster_size=2),
+        min_topics=2,
+    )
+    with pytest.raises(TopicError) as error:
+        topic_model.fit(captions, embeddings)
+    assert str(error.value).startswith(
+        f"topics.umap.n_neighbors: 10: {len(captions)} captions to fit are too few for UMAP"
+    )
+
+
+class NoUmap:
+    """A reducer that fails the test if it is ever run."""
+
+    n_neighbors = 2
+
+    def fit_transform(self, x):
+        raise AssertionError("UMAP ran although the outcome was known before")
+
+
+@pytest.mark.parametrize("count, fit_sample_size", [(49, None), (0, None), (400, 49)])
+def test_too_few_captions_for_the_topics_fails_before_umap(count, fit_sample_size):
+    rng = np.random.default_rng(0)
+    topic_model = TopicModel(
+        embedder=None,
+        reducer=NoUmap(),
+        clusterer=make_clusterer(min_cluster_size=10),
+        min_topics=5,
+        fit_sample_size=fit_sample_size,
+    )
+    with pytest.raises(TopicError) as error:
+        topic_model.fit([f"c{i}" for i in range(count)], rng.normal(size=(count, 4)) + 0.1)
+    message = str(error.value)
+    fitted = min(count, fit_sample_size or count)
+    assert message.startswith(
+        f"topics.hdbscan.min_cluster_size: 10: {fitted} captions to fit cannot form "
+        "topics.min_topics = 5 topics of at least 10 captions each (that takes 50)"
+    )
+    assert ("topics.fit_sample_size" in message) == (fit_sample_size is not None)
+    assert "filter.min_similarity" in message
 
 
 def test_embeddings_must_match_captions(data):

@@ -395,3 +395,94 @@ def test_empty_class_folder(tmp_path):
     (base / "imagenet-r" / "n01443537").mkdir()
     with pytest.raises(DatasetError, match=r"without any image:\n  .*imagenet-r/n01443537"):
         load_dataset("ImageNetR", tmp_path)
+
+
+# --- paths stay inside the dataset, each image listed once ---------------------------------
+
+
+def test_an_entry_escaping_the_image_folder_is_named(tmp_path):
+    make_pets(tmp_path)
+    write_image(tmp_path / "other_dataset" / "x.jpg")  # exists: reading it would succeed
+
+    def escape(split):
+        split["train"][2] = ["../../other_dataset/x.jpg", 0, "abyssinian"]
+
+    path = rewrite_split(tmp_path, escape)
+    with pytest.raises(DatasetError) as err:
+        load_dataset("OxfordPets", tmp_path)
+    assert str(err.value) == (
+        f"1 malformed entries in {path} (each must be [relative_path, label >= 0, name]):\n"
+        "  train[2] ['../../other_dataset/x.jpg', 0, 'abyssinian']: the path must stay inside "
+        f"{tmp_path / 'oxford_pets' / 'images'}"
+    )
+
+
+def test_a_path_that_climbs_back_inside_is_accepted(tmp_path):
+    make_pets(tmp_path)
+
+    def detour(split):
+        split["train"][0][0] = "beagle/../abyssinian/train_0.png"
+
+    rewrite_split(tmp_path, detour)
+    assert load_dataset("OxfordPets", tmp_path).train[0].path.parts[-2:] == (
+        "abyssinian",
+        "train_0.png",
+    )
+
+
+def test_an_image_listed_twice_in_one_split_names_both_entries(tmp_path):
+    make_pets(tmp_path)
+
+    def repeat(split):
+        split["train"][3] = list(split["train"][0])
+        split["train"][4] = ["./abyssinian/train_0.png", 0, "abyssinian"]
+
+    rewrite_split(tmp_path, repeat)
+    with pytest.raises(DatasetError) as err:
+        load_dataset("OxfordPets", tmp_path)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("2 images listed twice in one split of")
+    assert lines[1].startswith("  train[3] ['abyssinian/train_0.png', 0, 'abyssinian']: same ")
+    assert lines[1].endswith("as train[0] ['abyssinian/train_0.png', 0, 'abyssinian']")
+    assert lines[2].startswith("  train[4] ['./abyssinian/train_0.png'")
+
+
+def test_a_train_image_also_in_test_is_a_leak(tmp_path):
+    make_pets(tmp_path)
+
+    def leak(split):
+        split["test"][1] = list(split["train"][0])
+
+    rewrite_split(tmp_path, leak)
+    with pytest.raises(DatasetError, match=r"listed in train and in val or test:\n  test\[1\] "):
+        load_dataset("OxfordPets", tmp_path)
+
+
+def test_val_and_test_may_share_images(tmp_path):
+    make_pets(tmp_path)
+    rewrite_split(tmp_path, lambda split: split.update(val=split["test"]))
+    data = load_dataset("OxfordPets", tmp_path)
+    assert [d.path for d in data.val] == [d.path for d in data.test]
+
+
+def test_fgvc_repeated_and_escaping_ids(tmp_path):
+    base = tmp_path / "fgvc_aircraft"
+    base.mkdir()
+    (base / "variants.txt").write_text("707-320\nA300B4\n")
+    for split, lines in (
+        ("train", ["100 707-320", "101 A300B4", "100 A300B4"]),
+        ("val", ["200 707-320"]),
+        ("test", ["300 A300B4"]),
+    ):
+        (base / f"images_variant_{split}.txt").write_text("\n".join(lines) + "\n")
+    for image_id in ("100", "101", "200", "300"):
+        write_image(base / "images" / f"{image_id}.jpg")
+    with pytest.raises(DatasetError) as err:
+        load_dataset("fgvc_aircraft", tmp_path)
+    assert str(err.value).splitlines()[1] == (
+        "  images_variant_train.txt line 3 '100 A300B4': same image as "
+        "images_variant_train.txt line 1 '100 707-320'"
+    )
+    (base / "images_variant_train.txt").write_text("100 707-320\n../../x A300B4\n")
+    with pytest.raises(DatasetError, match=r"bad lines in .*\n  line 2 '../../x A300B4'"):
+        load_dataset("fgvc_aircraft", tmp_path)

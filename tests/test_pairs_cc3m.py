@@ -86,7 +86,7 @@ def params(tsv, work_dir):
                 "work_dir": str(work_dir),
             },
         },
-        "embed_pairs": {"batch_size": 4, "num_workers": 0},
+        "embed_pairs": {"batch_size": 4, "num_workers": 0, "checkpoint_every": 1024},
         "filter": {"min_similarity": -1.0},
     }
 

@@ -7,6 +7,7 @@ import pytest
 from pipeline.pairs import reasons
 from pipeline.pairs.filter import (
     MISSING_FROM_SHARDS,
+    FilterError,
     cosine_similarity,
     filter_pairs,
     histogram,
@@ -83,7 +84,7 @@ def test_duplicate_tie_goes_to_smallest_key_and_empty_hash_is_not_a_duplicate():
     assert metrics["dropped"] == {reasons.DUPLICATE_IMAGE: 1}
 
 
-@pytest.mark.parametrize("threshold", [-1.0, 0.25, 0.5, 1.0])
+@pytest.mark.parametrize("threshold", [-1.0, 0.25, 0.5, 0.8])
 def test_kept_is_exactly_the_pairs_at_or_above_threshold(threshold):
     rng = np.random.default_rng(0)
     keys = [f"k{i:03d}" for i in range(200)]
@@ -95,6 +96,28 @@ def test_kept_is_exactly_the_pairs_at_or_above_threshold(threshold):
     assert kept["key"].tolist() == expected
     assert (kept["similarity"] >= threshold).all()
     assert metrics["input"] == 200 == metrics["kept"] + sum(metrics["dropped"].values())
+
+
+def test_a_threshold_that_keeps_nothing_is_an_error_naming_it():
+    image = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    text = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])  # similarities 1, 0.7071, 0
+    data = embeddings(["a", "b", "c"], image, text, None)
+    kept, _, _, _ = filter_pairs(data, index("abc"), 0.999)
+    assert kept["key"].tolist() == ["a"]
+    data["text"][0] = [0.0, 1.0]  # now the highest is b's
+    with pytest.raises(FilterError) as error:
+        filter_pairs(data, index("abc"), 0.999)
+    assert str(error.value) == (
+        "filter.min_similarity: 0.999: keeps 0 of 3 pairs (dropped {'below_threshold': 3}); "
+        "the highest similarity is 0.7071, the median 0.0000: lower the threshold"
+    )
+
+
+def test_no_embedded_pair_is_an_error_naming_the_embeddings():
+    data = embeddings([], np.zeros((0, 2)), np.zeros((0, 2)), None, [("a", "decode_error")])
+    with pytest.raises(FilterError, match=r"^data/pairs/embeddings.npz: no embedded pair .*"
+                       r"1 input, dropped \{'decode_error': 1\}"):
+        filter_pairs(data, index("a"), 0.1)
 
 
 def test_shuffled_pairs_never_meet_their_own_caption():

@@ -12,7 +12,6 @@ import webdataset as wds
 from PIL import Image
 
 from pipeline.io import write_json
-from pipeline.pairs import embed as embed_module
 from pipeline.pairs import reasons
 from pipeline.pairs.cc3m import DownloadOptions
 from pipeline.pairs.embed import embed_pairs, load_embeddings
@@ -134,10 +133,6 @@ def test_ingest_is_deterministic(ingested, tmp_path):
         assert a.read_bytes() == b.read_bytes()  # byte-identical, so DVC's cache holds
 
 
-class Interrupted(Exception):
-    """Stands in for a killed run."""
-
-
 def write_tar(path, members):
     with tarfile.open(path, "w") as tar:
         for name, data in members:
@@ -216,54 +211,6 @@ def test_embed_features_are_the_backbones(ingested, tmp_path, tiny_clip):
         expected_text = tiny_clip.encode_text(tiny_clip.tokenize([sample.members["txt"].decode()]))
     np.testing.assert_allclose(result["image"][2], expected_image.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(result["text"][2], expected_text[0].numpy(), rtol=1e-4, atol=1e-5)
-
-
-def test_embed_is_independent_of_workers_and_resumes(ingested, tmp_path, tiny_clip, monkeypatch):
-    out, _, _ = ingested
-    args = (out / "shards", tiny_clip, "tiny")
-    embed_pairs(*args, tmp_path / "serial.npz", tmp_path / "p0", batch_size=2)
-    embed_pairs(*args, tmp_path / "workers.npz", tmp_path / "p1", batch_size=5, num_workers=2)
-    serial, workers = (
-        load_embeddings(tmp_path / "serial.npz"),
-        load_embeddings(tmp_path / "workers.npz"),
-    )
-    assert serial.keys() == workers.keys()
-    for name in serial:
-        if serial[name].dtype.kind == "f":
-            np.testing.assert_allclose(serial[name], workers[name], rtol=1e-5, atol=1e-6)
-        else:
-            assert (serial[name] == workers[name]).all(), name
-
-    # interrupt on the second shard: the first shard's part survives and is reused
-    calls = []
-    real = embed_module.embed_shard
-    fail_at = {2}
-
-    def flaky(path, *rest):
-        calls.append(path.name)
-        if len(calls) in fail_at:
-            raise Interrupted
-        return real(path, *rest)
-
-    monkeypatch.setattr(embed_module, "embed_shard", flaky)
-    with pytest.raises(Interrupted):
-        embed_pairs(*args, tmp_path / "resumed.npz", tmp_path / "p2", batch_size=2)
-    assert [p.name for p in (tmp_path / "p2").glob("*.npz")] == ["pairs-000000.npz"]
-    embed_pairs(*args, tmp_path / "resumed.npz", tmp_path / "p2", batch_size=2)
-    assert calls == ["pairs-000000.tar", "pairs-000001.tar", "pairs-000001.tar", "pairs-000002.tar"]
-    resumed = load_embeddings(tmp_path / "resumed.npz")
-    for name in serial:
-        assert np.array_equal(serial[name], resumed[name]), name
-
-    # a part made with another backbone is not reused
-    calls.clear()
-    fail_at.add(2)
-    with pytest.raises(Interrupted):
-        embed_pairs(*args, tmp_path / "other.npz", tmp_path / "p3", batch_size=2)
-    calls.clear()
-    fail_at.clear()
-    embed_pairs(*args[:2], "other", tmp_path / "other.npz", tmp_path / "p3", batch_size=2)
-    assert calls == ["pairs-000000.tar", "pairs-000001.tar", "pairs-000002.tar"]
 
 
 def test_filter_on_embedded_sample(ingested, tmp_path, tiny_clip):

@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.meta.tasks import (
     MetaTask,
+    TaskError,
     TaskSpec,
     read_task_shards,
     sample_tasks,
@@ -86,8 +87,54 @@ def test_domain_too_small_for_support_excludes_topic():
 
 def test_too_few_topics_is_a_clear_error():
     spec = TaskSpec(ways=6, support_shots=2, query_shots=6, num_tasks=1)
-    with pytest.raises(ValueError, match=r"domains.parquet: only 5 of 6 topics .* 6-way"):
+    with pytest.raises(TaskError) as error:
         sample_tasks(domain_table(SIZES), spec)
+    assert str(error.value) == (
+        "tasks.ways: 6: a 6-way task needs 6 topics with enough images for "
+        "tasks.support_shots = 2 + tasks.query_shots = 6, but domains.parquet has 5 of 6 "
+        "(excluded: {'fewer_images_than_support_plus_query': 1}); lower tasks.ways or the "
+        "shots, or get more pairs or topics"
+    )
+
+
+TASK_PARAMS = {
+    "tasks": {
+        "ways": 5,
+        "support_shots": 1,
+        "query_shots": 3,
+        "num_tasks": 4,
+        "seed": 0,
+        "support_sampling": "one_domain",
+        "tasks_per_shard": 10,
+    }
+}
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        (None, "error: data/chc/domains.parquet: no domain table (run the `domains` stage first)"),
+        ({0: [4], 1: [4], 2: [4], 3: [4], 4: [3]}, "error: tasks.ways: 5: a 5-way task needs 5"),
+        ({0: [3, 3], 1: [0, 1]}, "error: tasks.ways: 5: a 5-way task needs 5"),
+    ],
+)
+def test_tasks_stage_reports_one_line_before_writing(tmp_path, monkeypatch, capsys, sizes, message):
+    import yaml
+
+    from pipeline.errors import run_stage
+    from stages import tasks as stage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TASK_PARAMS))
+    if sizes is not None:
+        (tmp_path / "data" / "chc").mkdir(parents=True)
+        domain_table(sizes).to_parquet(tmp_path / "data" / "chc" / "domains.parquet")
+    with pytest.raises(SystemExit) as exit_:
+        run_stage(stage.main)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(message)
+    assert not (tmp_path / "data" / "tasks").exists()
 
 
 def test_deterministic_and_independent_of_row_order():
@@ -124,10 +171,10 @@ def test_bad_table_errors_name_the_file(tmp_path):
 
     path = tmp_path / "domains.parquet"
     domain_table(SIZES).drop(columns="domain").to_parquet(path)
-    with pytest.raises(ValueError, match=r"domains.parquet: missing column\(s\) \['domain'\]"):
+    with pytest.raises(TaskError, match=r"domains.parquet: missing column\(s\) \['domain'\]"):
         read_domains(path)
     table = domain_table(SIZES)
     table.loc[table["topic_id"] == 1, "topic_word"] = "word0"
     table.to_parquet(path)
-    with pytest.raises(ValueError, match="labels several topics"):
+    with pytest.raises(TaskError, match="labels several topics"):
         read_domains(path)

@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..decode import to_rgb
 from ..params import ParamError, check_range
 from .base import Backbone, TokenizedText
 
@@ -131,7 +132,7 @@ def fold_batch_norms(model: torch.nn.Module) -> int:
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     # a module-level function, not a lambda, so DataLoader workers can pickle the transform
-    return image.convert("RGB")
+    return to_rgb(image)
 
 
 class EmbeddedBackbone(Backbone):

@@ -13,12 +13,14 @@ from PIL import Image
 from torch import Tensor
 from torchvision import transforms as T
 
+from ..decode import to_rgb
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return to_rgb(image)
 
 
 def image_transform(

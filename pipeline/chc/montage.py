@@ -6,12 +6,13 @@ given instead, from a folder of ``<key>.jpg`` files.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ..decode import open_rgb
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
@@ -37,7 +38,7 @@ def load_images(
             for ext in IMAGE_EXTENSIONS:
                 path = Path(image_dir) / f"{key}.{ext}"
                 if path.exists():
-                    found[key] = Image.open(path).convert("RGB")
+                    found[key] = open_rgb(path)
                     break
     if shards and len(found) < len(wanted):
         import webdataset as wds
@@ -48,7 +49,7 @@ def load_images(
             if key in wanted and key not in found:
                 data = next((sample[e] for e in IMAGE_EXTENSIONS if e in sample), None)
                 if data is not None:
-                    found[key] = Image.open(io.BytesIO(data)).convert("RGB")
+                    found[key] = open_rgb(data)
             if len(found) == len(wanted):
                 break
     return found

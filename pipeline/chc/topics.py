@@ -127,12 +127,27 @@ class TopicModel:
         return np.sort(rng.choice(n, size=self.fit_sample_size, replace=False))
 
     def _check_enough(self, n_fit: int) -> None:
+        """Outcomes known before UMAP runs: HDBSCAN's clusters hold at least
+        ``min_cluster_size`` points each, so ``min_topics`` of them need that many times more
+        captions; UMAP needs more captions than ``n_neighbors``."""
+        more = "raise topics.fit_sample_size or keep more pairs (filter.min_similarity)"
+        if self.fit_sample_size is None or n_fit < self.fit_sample_size:
+            more = "keep more pairs (filter.min_similarity)"
+        size = getattr(self.clusterer, "min_cluster_size", None)
+        wanted = max(self.min_topics, 1)
+        if size is not None and n_fit < wanted * size:
+            raise TopicError(
+                f"topics.hdbscan.min_cluster_size: {size}: {n_fit} captions to fit cannot "
+                f"form topics.min_topics = {wanted} topics of at least {size} captions each "
+                f"(that takes {wanted * size}); lower topics.hdbscan.min_cluster_size or "
+                f"topics.min_topics, or {more}"
+            )
         n_neighbors = getattr(self.reducer, "n_neighbors", None)
         if n_neighbors is not None and n_fit <= n_neighbors:
             raise TopicError(
-                f"{n_fit} captions to fit is too few for UMAP with n_neighbors={n_neighbors}: "
-                "lower topics.umap.n_neighbors, raise topics.fit_sample_size, or give more "
-                "captions"
+                f"topics.umap.n_neighbors: {n_neighbors}: {n_fit} captions to fit are too few "
+                f"for UMAP (it needs more than n_neighbors); lower topics.umap.n_neighbors, "
+                f"or {more}"
             )
 
     def _check_topics(self, fitted: np.ndarray, n_captions: int) -> None:

@@ -69,6 +69,37 @@ def _check_listed_images(
     problems.raise_if_any()
 
 
+def _escapes(relative: str) -> bool:
+    """Whether a listed path leaves the image folder (``..`` parts that climb out of it)."""
+    normal = os.path.normpath(relative)
+    return normal == os.pardir or normal.startswith(os.pardir + os.sep)
+
+
+def _check_repeats(
+    listed: list[tuple[str, int, str]], describe: Callable[[str, int], str], source: Path
+) -> None:
+    """``listed`` = [(split, index, relative path)]. An image listed twice in one split would
+    count twice (and could be drawn as two of its class's shots); one in train and also in val
+    or test would leak evaluation images into training. Both are errors naming both entries.
+    val and test may share images (some datasets use their test set as val)."""
+    first: dict[tuple[str, str], int] = {}  # (split, path) -> first index
+    train: dict[str, int] = {}
+    repeated = Problems(f"images listed twice in one split of {source}")
+    leaked = Problems(f"images of {source} listed in train and in val or test")
+    for split, index, relative in listed:
+        path = os.path.normpath(relative)
+        earlier = first.setdefault((split, path), index)
+        if earlier != index:
+            repeated.add(f"{describe(split, index)}: same image as {describe(split, earlier)}")
+            continue
+        if split == "train":
+            train[path] = index
+        elif path in train:
+            leaked.add(f"{describe(split, index)}: same image as {describe('train', train[path])}")
+    repeated.raise_if_any()
+    leaked.raise_if_any()
+
+
 def read_text_lines(path: Path, what: str) -> list[tuple[int, str]]:
     """Non-blank stripped lines with their 1-based line numbers."""
     if not path.is_file():
@@ -121,8 +152,8 @@ def read_json_split(spec: DatasetSpec, base: Path, image_dir: Path, wanted: set[
                 bad.add(where(split, i))
                 continue
             rel, label, name = entry
-            if os.path.isabs(rel):
-                bad.add(f"{where(split, i)}: the path must be relative to {image_dir}")
+            if os.path.isabs(rel) or _escapes(rel):
+                bad.add(f"{where(split, i)}: the path must stay inside {image_dir}")
                 continue
             seen_name, seen_split, seen_i = first_seen.setdefault(label, (name, split, i))
             if seen_name != name:
@@ -152,6 +183,7 @@ def read_json_split(spec: DatasetSpec, base: Path, image_dir: Path, wanted: set[
             if label not in train_labels:
                 outside.add(where(split, i))
         outside.raise_if_any()
+    _check_repeats([(split, i, rel) for split, i, rel, _, _ in rows], where, path)
 
     rows = [row for row in rows if row[0] in wanted]
     located = [
@@ -173,6 +205,8 @@ def read_fgvc(spec: DatasetSpec, base: Path, image_dir: Path, wanted: set[str]) 
     if len(label_of) != len(variants):
         raise DatasetError(f"{variants_file}: a variant is listed twice")
     items: dict[str, list[Datum]] = {s: [] for s in SPLITS}
+    listed: list[tuple[str, int, str]] = []  # every split, for the repeat check
+    described: dict[str, Callable[[str, int], str]] = {}
     for split in SPLITS:
         split_file = base / f"images_variant_{split}.txt"
         lines = dict(read_text_lines(split_file, spec.name))
@@ -183,18 +217,27 @@ def read_fgvc(spec: DatasetSpec, base: Path, image_dir: Path, wanted: set[str]) 
         bad = Problems(f"bad lines in {split_file} (each must be '<image id> <variant>')")
         unknown = Problems(f"lines in {split_file} naming a variant not in {variants_file}")
         located: list[tuple[str, int, str]] = []
+        described[split] = where
         for number, line in lines.items():
             image_id, _, variant = line.partition(" ")
-            if not variant:
+            if not variant or os.sep in image_id or image_id in (os.curdir, os.pardir):
                 bad.add(where(split, number))
             elif variant not in label_of:
                 unknown.add(where(split, number))
-            elif split in wanted:
-                path = os.path.join(image_dir, f"{image_id}.jpg")
-                located.append((split, number, path))
-                items[split].append(Datum(Path(path), label_of[variant], prompt_name(variant)))
+            else:
+                listed.append((split, number, image_id))
+                if split in wanted:
+                    path = os.path.join(image_dir, f"{image_id}.jpg")
+                    located.append((split, number, path))
+                    label = label_of[variant]
+                    items[split].append(Datum(Path(path), label, prompt_name(variant)))
         bad.raise_if_any()
         unknown.raise_if_any()
         _check_listed_images(located, where, split_file)
+    _check_repeats(
+        listed,
+        lambda split, n: f"images_variant_{split}.txt {described[split](split, n)}",
+        base,
+    )
     classnames = [prompt_name(v) for v in variants]
     return ReadResult(classnames, items["train"], items["val"], items["test"])

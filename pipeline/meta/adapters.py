@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import glob
-import io
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 from torch.func import functional_call
 
+from ..decode import open_rgb
 from ..learners import Batch, PromptLearner
 from .gram import Task
 from .tasks import MetaTask
@@ -105,8 +104,7 @@ class PairImages:
     def __call__(self, keys: Sequence[str]) -> Tensor:
         images = []
         for key in keys:
-            with Image.open(io.BytesIO(self.encoded[key])) as image:
-                images.append(self.transform(image.convert("RGB")))
+            images.append(self.transform(open_rgb(self.encoded[key])))
         return torch.stack(images)
 
 

@@ -15,7 +15,7 @@ A task samples ``ways`` topics (class names = topic words). For each class:
 Support and query are disjoint (our choice: the paper is silent). A topic that cannot give
 a task its images (no domain with ``support_shots`` images, or fewer than ``support_shots +
 query_shots`` images in all) is EXCLUDED from sampling and counted in the metrics; too few
-usable topics for ``ways`` is an error naming the file.
+usable topics for ``ways`` is an error naming ``tasks.ways`` and why the others were excluded.
 
 Everything is a pure function of the ``seed`` and of the table's content (rows are sorted
 by topic, domain and key first), so the shards are identical run to run.
@@ -33,8 +33,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import UserError
+
 SUPPORT_SAMPLING = ("one_domain", "uniform")
 COLUMNS = ("key", "topic_id", "topic_word", "domain")
+
+
+class TaskError(UserError):
+    """Tasks that cannot be formed from the domain table; names the file or the param."""
 
 
 @dataclass(frozen=True)
@@ -101,24 +107,24 @@ def read_domains(path: str | Path) -> pd.DataFrame:
     """``domains.parquet`` checked for its columns and for one word per topic."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no domain table (run the `domains` stage first)")
+        raise TaskError(f"{path}: no domain table (run the `domains` stage first)")
     table = pd.read_parquet(path)
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected {list(COLUMNS)}")
+        raise TaskError(f"{path}: missing column(s) {missing}; expected {list(COLUMNS)}")
     words = table.groupby("topic_id")["topic_word"].nunique()
     if (words > 1).any():
         topic = int(words[words > 1].index[0])
-        raise ValueError(f"{path}: topic {topic} has more than one topic_word")
+        raise TaskError(f"{path}: topic {topic}: has more than one topic_word")
     per_word = table.drop_duplicates("topic_id").groupby("topic_word")["topic_id"].nunique()
     if (per_word > 1).any():
-        raise ValueError(
-            f"{path}: topic word {per_word[per_word > 1].index[0]!r} labels several topics; "
+        raise TaskError(
+            f"{path}: topic word {per_word[per_word > 1].index[0]!r}: labels several topics; "
             "class names of a task must differ"
         )
     if table["key"].duplicated().any():
-        raise ValueError(f"{path}: key {table['key'][table['key'].duplicated()].iloc[0]!r} "
-                         "appears twice")
+        raise TaskError(f"{path}: key {table['key'][table['key'].duplicated()].iloc[0]!r}: "
+                        "appears twice")
     return table
 
 
@@ -203,16 +209,19 @@ def sample_tasks(
 ) -> tuple[list[MetaTask], dict]:
     """``spec.num_tasks`` tasks and the statistics for ``metrics/tasks.json``."""
     if spec.support_sampling not in SUPPORT_SAMPLING:
-        raise ValueError(f"support_sampling {spec.support_sampling!r} must be one of "
-                         f"{list(SUPPORT_SAMPLING)}")
+        raise TaskError(f"tasks.support_sampling: {spec.support_sampling!r}: must be one of "
+                        f"{list(SUPPORT_SAMPLING)}")
     topics, noise_rows = build_topics(table)
     reasons = {t.topic_id: exclusion_reason(t, spec) for t in topics}
     usable = [t for t in topics if reasons[t.topic_id] is None]
     if len(usable) < spec.ways:
-        raise ValueError(
-            f"{source}: only {len(usable)} of {len(topics)} topics have enough images for "
-            f"{spec.support_shots} support + {spec.query_shots} query shots; a {spec.ways}-way "
-            "task needs that many (lower tasks.ways or the shots, or get more pairs)"
+        excluded = dict(sorted(Counter(r for r in reasons.values() if r is not None).items()))
+        raise TaskError(
+            f"tasks.ways: {spec.ways}: a {spec.ways}-way task needs {spec.ways} topics with "
+            f"enough images for tasks.support_shots = {spec.support_shots} + "
+            f"tasks.query_shots = {spec.query_shots}, but {source} has {len(usable)} of "
+            f"{len(topics)} (excluded: {excluded}); lower tasks.ways or the shots, or get "
+            "more pairs or topics"
         )
     rng = np.random.default_rng(spec.seed)
     tasks = [sample_task(i, usable, spec, rng) for i in range(spec.num_tasks)]

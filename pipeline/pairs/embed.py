@@ -1,8 +1,18 @@
 """Image and caption features of every shard sample under the backbone (``embed_pairs``).
 
-Each shard becomes one partial result under ``parts_dir`` (fingerprinted with the backbone
-and the shard's bytes), so an interrupted run recomputes only the shards it had not finished.
-The merge then walks the shards in order; the first sample with a key wins and any later one
+What the stored features depend on: the samples (in shard order), the backbone and
+``embed_pairs.batch_size``, nothing else. CPU and GPU kernels give a row last-bit different
+results depending on how many rows share its call (measured here: up to 1.2e-7 for the
+embedded CNN's images, 1.2e-6 for a ViT's texts, between batches of 1 and 40), so exact
+equality under any batching is out of reach; instead the encoder always sees the same
+blocks: the whole sample stream (all shards, in order) cut into consecutive blocks of
+``batch_size`` samples, whatever ``ingest.shard_size``, ``num_workers`` or
+``checkpoint_every``. ``batch_size`` is therefore part of the result, like the backbone.
+
+Progress is saved every ``checkpoint_every`` samples (rounded up to whole blocks), as one part
+under ``parts_dir`` fingerprinted with the backbone, the block size and the samples' bytes,
+so an interrupted run recomputes only the parts it had not finished, however large a shard.
+The merge then walks the parts in order; the first sample with a key wins and any later one
 is recorded as ``duplicate_key``. Samples that cannot be embedded (no image, an image PIL
 cannot fully decode, a missing, empty or non-UTF-8 caption) are recorded with their reason,
 never embedded, never dropped silently.
@@ -11,26 +21,28 @@ never embedded, never dropped silently.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..backbones import Backbone
+from ..decode import open_rgb
 from . import reasons
 from .shards import ShardSample, iter_shard, list_shards
 
-PART_FORMAT = 1  # bump when a part's contents change meaning
+PART_FORMAT = 2  # bump when a part's contents change meaning
+CHECKPOINT_EVERY = 1024  # params.yaml's default for embed_pairs.checkpoint_every
 SUCCESS_FIELDS = ("keys", "positions", "captions", "sha256", "image", "text")
 FAILURE_FIELDS = ("failed_keys", "failed_positions", "failed_reasons", "failed_details")
 
@@ -38,7 +50,7 @@ FAILURE_FIELDS = ("failed_keys", "failed_positions", "failed_reasons", "failed_d
 @dataclass
 class Prepared:
     key: str
-    position: int
+    position: int  # in the whole sample stream, all shards
     caption: str = ""
     image: torch.Tensor | None = None
     sha256: str = ""
@@ -46,9 +58,11 @@ class Prepared:
     detail: str = ""
 
 
-def prepare(sample: ShardSample, transform: Callable[[Image.Image], torch.Tensor]) -> Prepared:
+def prepare(
+    sample: ShardSample, position: int, transform: Callable[[Image.Image], torch.Tensor]
+) -> Prepared:
     """Decode one sample; caption problems are checked first (no decode needed for those)."""
-    item = Prepared(sample.key, sample.position)
+    item = Prepared(sample.key, position)
     text = sample.members.get("txt")
     data = sample.image
     if text is None:
@@ -67,47 +81,63 @@ def prepare(sample: ShardSample, transform: Callable[[Image.Image], torch.Tensor
         item.detail = f"members: {sorted(sample.members)}"
     if item.reason is None:
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()  # full decode: a truncated file fails here, not later
-                item.image = transform(image.convert("RGB"))
+            item.image = transform(open_rgb(data))
             item.sha256 = hashlib.sha256(data).hexdigest()
         except Exception as error:  # PIL raises many types for bad bytes
             item.reason, item.detail = reasons.DECODE_ERROR, f"{type(error).__name__}: {error}"
     return item
 
 
-class _ShardSamples(IterableDataset):
-    """Prepared samples of one shard; DataLoader workers take every n-th sample."""
+def iter_samples(shards: Iterable[Path]) -> Iterator[ShardSample]:
+    """The one sample stream: every shard's samples, shards in name order."""
+    return chain.from_iterable(iter_shard(shard) for shard in shards)
 
-    def __init__(self, path: Path, transform: Callable) -> None:
-        self.path, self.transform = path, transform
 
-    def __iter__(self):
-        worker = get_worker_info()
-        count, rank = (worker.num_workers, worker.id) if worker else (1, 0)
-        for sample in iter_shard(self.path):
-            if sample.position % count == rank:
-                yield prepare(sample, self.transform)
+def iter_chunks(samples: Iterator[ShardSample], size: int) -> Iterator[list[ShardSample]]:
+    """Consecutive lists of ``size`` samples (the last may be shorter): the saved parts."""
+    while chunk := list(islice(samples, size)):
+        yield chunk
+
+
+class _Blocks(Dataset):
+    """Block ``i`` of a chunk -> its prepared samples; DataLoader workers decode whole blocks."""
+
+    def __init__(self, samples: list[ShardSample], start: int, block: int, transform) -> None:
+        self.samples, self.start, self.block, self.transform = samples, start, block, transform
+
+    def __len__(self) -> int:
+        return -(-len(self.samples) // self.block)
+
+    def __getitem__(self, index: int) -> list[Prepared]:
+        first = index * self.block
+        block = self.samples[first : first + self.block]
+        return [prepare(s, self.start + first + i, self.transform) for i, s in enumerate(block)]
+
+
+def _unbatched(block: list[Prepared]) -> list[Prepared]:
+    return block  # a module-level function: DataLoader workers pickle their collate_fn
 
 
 @torch.inference_mode()
-def embed_shard(
-    path: Path, backbone: Backbone, batch_size: int, num_workers: int = 0, progress=None
+def embed_chunk(
+    samples: list[ShardSample],
+    start: int,
+    backbone: Backbone,
+    batch_size: int,
+    num_workers: int = 0,
+    progress=None,
 ) -> dict[str, np.ndarray]:
-    """One shard -> arrays of embedded samples and of failures, in sample order."""
-    transform = backbone.image_transform(train=False)
-    loader = DataLoader(
-        _ShardSamples(path, transform),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=list,
-    )
+    """Consecutive samples (the first at stream position ``start``, a multiple of
+    ``batch_size``) -> arrays of embedded samples and of failures, in stream order. The
+    encoder runs once per block of ``batch_size`` samples, on that block's usable ones."""
+    blocks = _Blocks(samples, start, batch_size, backbone.image_transform(train=False))
+    loader = DataLoader(blocks, batch_size=None, num_workers=num_workers, collate_fn=_unbatched)
     done: list[Prepared] = []
     failed: list[Prepared] = []
     image_features, text_features = [], []
-    for batch in loader:
-        good = [item for item in batch if item.reason is None]
-        failed += [item for item in batch if item.reason is not None]
+    for block in loader:  # a map-style loader yields blocks in index order, workers or not
+        good = [item for item in block if item.reason is None]
+        failed += [item for item in block if item.reason is not None]
         if good:
             images = torch.stack([item.image for item in good]).to(backbone.device)
             image_features.append(backbone.encode_image(images).float().cpu())
@@ -115,18 +145,15 @@ def embed_shard(
             text_features.append(backbone.encode_text(tokens).float().cpu())
             done += good
         if progress is not None:
-            progress.update(len(batch))
-    order = np.argsort([item.position for item in done], kind="stable")
+            progress.update(len(block))
     empty = torch.zeros(0, backbone.embed_dim)
-    done = [done[i] for i in order]
-    failed.sort(key=lambda item: item.position)
     return {
         "keys": np.array([item.key for item in done], dtype=str),
         "positions": np.array([item.position for item in done], dtype=np.int64),
         "captions": np.array([item.caption for item in done], dtype=str),
         "sha256": np.array([item.sha256 for item in done], dtype=str),
-        "image": torch.cat(image_features or [empty]).numpy()[order].astype(np.float32),
-        "text": torch.cat(text_features or [empty]).numpy()[order].astype(np.float32),
+        "image": torch.cat(image_features or [empty]).numpy().astype(np.float32),
+        "text": torch.cat(text_features or [empty]).numpy().astype(np.float32),
         "failed_keys": np.array([item.key for item in failed], dtype=str),
         "failed_positions": np.array([item.position for item in failed], dtype=np.int64),
         "failed_reasons": np.array([item.reason for item in failed], dtype=str),
@@ -134,10 +161,15 @@ def embed_shard(
     }
 
 
-def _fingerprint(shard: Path, backbone_id: str) -> str:
-    with shard.open("rb") as f:
-        content = hashlib.file_digest(f, "sha256").hexdigest()
-    return hashlib.sha256(f"{PART_FORMAT}|{backbone_id}|{content}".encode()).hexdigest()
+def _fingerprint(samples: list[ShardSample], start: int, block: int, backbone_id: str) -> str:
+    """What a part's contents depend on: its samples' bytes, where they start, the blocks."""
+    digest = hashlib.sha256(f"{PART_FORMAT}|{backbone_id}|{block}|{start}".encode())
+    for sample in samples:
+        digest.update(f"|{len(sample.key)}:{sample.key}".encode())
+        for name, data in sorted(sample.members.items()):
+            digest.update(f"|{name}:{len(data)}:".encode())
+            digest.update(data)
+    return digest.hexdigest()
 
 
 def _load_part(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
@@ -161,9 +193,8 @@ def _save_part(path: Path, part: dict[str, np.ndarray], fingerprint: str) -> Non
 
 
 def merge_parts(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Shard results in shard order -> one result; later repeats of a key become failures.
-    Embedded rows come out sorted by key, failures by (key, reason): independent of sharding
-    and of the number of DataLoader workers."""
+    """Part results in stream order -> one result; later repeats of a key become failures.
+    Embedded rows come out sorted by key, failures by (key, reason)."""
     seen: set[str] = set()
     rows: dict[str, list] = {name: [] for name in ("keys", "captions", "sha256")}
     image, text, failures = [], [], []
@@ -207,21 +238,27 @@ def embed_pairs(
     batch_size: int = 64,
     num_workers: int = 0,
     total: int | None = None,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> dict:
     """Embed every shard under ``shards_dir`` into ``out_path`` (npz: keys, image, text,
-    captions, sha256, failed_keys, failed_reasons, failed_details); returns the metrics."""
+    captions, sha256, failed_keys, failed_reasons, failed_details); returns the metrics.
+    Progress is saved under ``parts_dir`` every ``checkpoint_every`` samples (rounded up to a
+    multiple of ``batch_size``) and the folder removed once ``out_path`` is written."""
     parts_dir = Path(parts_dir)
+    chunk_size = -(-checkpoint_every // batch_size) * batch_size
+    samples = iter_samples(list_shards(shards_dir))
     parts = []
     with tqdm(total=total, desc="embed pairs", unit="pair") as progress:
-        for shard in list_shards(shards_dir):
-            fingerprint = _fingerprint(shard, backbone_id)
-            part_path = parts_dir / f"{shard.stem}.npz"
+        for number, chunk in enumerate(iter_chunks(samples, chunk_size)):
+            start = number * chunk_size
+            fingerprint = _fingerprint(chunk, start, batch_size, backbone_id)
+            part_path = parts_dir / f"part-{number:06d}.npz"
             part = _load_part(part_path, fingerprint)
             if part is None:
-                part = embed_shard(shard, backbone, batch_size, num_workers, progress)
+                part = embed_chunk(chunk, start, backbone, batch_size, num_workers, progress)
                 _save_part(part_path, part, fingerprint)
             else:
-                progress.update(len(part["positions"]) + len(part["failed_positions"]))
+                progress.update(len(chunk))
             parts.append(part)
     result = merge_parts(parts)
     out_path = Path(out_path)

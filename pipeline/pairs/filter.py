@@ -14,6 +14,10 @@ not win over a specific one by being first), then ``below_threshold``.
 To judge a threshold, the histogram and the metrics also show deliberately mismatched pairs
 (each image with another pair's caption): ``shuffled_pass_rate`` is the fraction of them
 that the threshold would keep, i.e. how often a wrong caption gets through.
+
+A filter that keeps nothing is an error naming ``filter.min_similarity`` (the stages after it
+cannot run on zero pairs); too few pairs for the topics is caught by the ``topics`` stage,
+before UMAP, naming its own params.
 """
 
 from __future__ import annotations
@@ -24,10 +28,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import UserError
 from . import reasons
 
 MISSING_FROM_SHARDS = "missing_from_shards"
 BIN_WIDTH = 0.02
+
+
+class FilterError(UserError):
+    """The filter leaves no pair; the message names the param and its value."""
+
+
+def check_kept(kept: int, similarity: np.ndarray, metrics: dict, min_similarity: float) -> None:
+    """Raise :class:`FilterError` when nothing is kept, with what would keep something."""
+    if kept:
+        return
+    if not len(similarity):
+        raise FilterError(
+            f"data/pairs/embeddings.npz: no embedded pair to filter ({metrics['input']} "
+            f"input, dropped {metrics['dropped']}); check the ingest and embed_pairs metrics"
+        )
+    highest = float(similarity.max())
+    median = float(np.median(similarity))
+    raise FilterError(
+        f"filter.min_similarity: {min_similarity}: keeps 0 of {metrics['input']} pairs "
+        f"(dropped {metrics['dropped']}); the highest similarity is {highest:.4f}, the "
+        f"median {median:.4f}: lower the threshold"
+    )
 
 
 def cosine_similarity(image: np.ndarray, text: np.ndarray) -> np.ndarray:
@@ -93,6 +120,7 @@ def filter_pairs(
         if len(shuffled)
         else None,
     }
+    check_kept(len(kept), similarity, metrics, min_similarity)
     return kept, metrics, similarity, shuffled
 
 
