@@ -121,6 +121,21 @@ def _store_path(cache_dir: Path, backbone: Backbone, view: int | None, aug_seed:
     return cache_dir / f"{tag}.sqlite"
 
 
+def encode_fixed_batch(backbone: Backbone, batch: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``backbone.encode_image(batch)`` on the CPU, run at exactly ``batch_size`` rows.
+
+    Kernels pick their blocking by shape, so a row's last bits depend on the batch's size
+    (not on the other rows' values). A short batch is padded with zero images to the full
+    size, so an image's stored feature is the same whichever images happened to be missing
+    from the cache with it, or where an interrupted run resumed.
+    """
+    rows = len(batch)
+    if rows < batch_size:
+        padding = batch.new_zeros((batch_size - rows, *batch.shape[1:]))
+        batch = torch.cat([batch, padding])
+    return backbone.encode_image(batch)[:rows].float().cpu()
+
+
 @torch.no_grad()
 def image_features(
     backbone: Backbone,
@@ -134,7 +149,9 @@ def image_features(
 ) -> torch.Tensor:
     """[N, embed_dim] float32 features of ``paths`` (in order), encoding only what is new.
 
-    Batches run on ``backbone.device``; the features are stored, and returned, on the CPU.
+    Batches run on ``backbone.device`` at ``batch_size`` rows each (see
+    :func:`encode_fixed_batch`), so ``batch_size`` is part of the result; the features are
+    stored, and returned, on the CPU.
     """
     paths = [Path(p) for p in paths]
     for path in paths:
@@ -156,7 +173,7 @@ def image_features(
             with tqdm(total=len(todo), desc=desc, unit="img") as bar:
                 for batch in loader:
                     batch = batch.to(backbone.device, non_blocking=on_cuda)
-                    features = backbone.encode_image(batch).float().cpu()
+                    features = encode_fixed_batch(backbone, batch, batch_size)
                     batch_keys = [keys[i] for i in todo[done : done + len(batch)]]
                     store.put(batch_keys, features.numpy())
                     done += len(batch)
