@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from pipeline.backbones import load_backbone
+from pipeline.config import read_meta
 from pipeline.errors import run_stage
-from pipeline.io import write_json
+from pipeline.io import open_live, write_json
 from pipeline.learners import build_learner
 from pipeline.meta.adapters import (
     LearnerLoss,
@@ -40,63 +41,19 @@ from pipeline.meta.adapters import (
 )
 from pipeline.meta.artifacts import save_meta_prompt
 from pipeline.meta.gram import InnerLoop
-from pipeline.meta.regulator import BIASES, INITS, KINDS, build_regulators
+from pipeline.meta.regulator import build_regulators
 from pipeline.meta.tasks import read_task_shards
-from pipeline.meta.trainer import MODES, OPTIMIZERS, MetaTrainer, run
-from pipeline.params import ParamError, check_choice, check_range, get, load_params
+from pipeline.meta.trainer import MetaTrainer, run
+from pipeline.params import load_params
 
 TASKS_DIR = "data/tasks"
 EMBEDDINGS = "data/pairs/embeddings.npz"
 SHARDS_DIR = "data/pairs/shards"
-#: keys of ``meta.train`` that a variant may override (``meta.variants.<v>.steps: 10``)
-OVERRIDABLE = ("steps", "tasks_per_batch", "alignment_every")
-LEARNERS = ("coop", "vpt", "joint")
 
 
 def settings(params: dict, variant: str) -> dict[str, Any]:
-    """The validated configuration of one variant: ``meta.train`` + ``meta.regulator`` with
-    the variant's own overrides (``meta.variants.<v>.steps: 10``)."""
-    train = get(params, "meta.train")
-    variants = get(params, "meta.variants")
-    if variant not in variants:
-        raise ParamError(f"params.yaml: meta.variants has no variant {variant!r} "
-                         f"(have {sorted(variants)})")
-    own = dict(variants[variant])
-    where = f"meta.variants.{variant}"
-    cfg = {key: own.get(key, get(params, f"meta.train.{key}")) for key in OVERRIDABLE}
-    key = "meta.train."
-    cfg.update(
-        variant=variant,
-        learner=check_choice(f"{where}.learner", own.get("learner"), LEARNERS),
-        options=dict(own.get("options") or {}),
-        mode=check_choice(key + "mode", train.get("mode"), MODES + ("none",)),
-        inner_steps=check_range(key + "inner_steps", train.get("inner_steps"), 1, 100,
-                                integer=True),
-        alpha=check_range(key + "alpha", train.get("alpha"), 0.0, None),
-        second_order=check_choice(key + "second_order", train.get("second_order"),
-                                  (True, False)),
-        optimizer=check_choice(key + "optimizer", train.get("optimizer"), OPTIMIZERS),
-        lr_theta=check_range(key + "lr_theta", train.get("lr_theta"), 0.0, None),
-        lr_phi=check_range(key + "lr_phi", train.get("lr_phi"), 0.0, None),
-        seed=check_range(key + "seed", train.get("seed"), 0, None, integer=True),
-        checkpoint_every=check_range(
-            key + "checkpoint_every", train.get("checkpoint_every"), 1, None, integer=True
-        ),
-    )
-    check_range(f"{where}.steps", cfg["steps"], 0, 10**7, integer=True)
-    check_range(f"{where}.tasks_per_batch", cfg["tasks_per_batch"], 1, 10**5, integer=True)
-    check_range(f"{where}.alignment_every", cfg["alignment_every"], 0, None, integer=True)
-    if cfg["options"].get("class_specific"):
-        raise ParamError(f"params.yaml: {where}.options.class_specific: a class-specific "
-                         "context cannot move between tasks")
-    regulator = get(params, "meta.regulator")
-    cfg["regulator"] = {
-        "kind": check_choice("meta.regulator.kind", regulator.get("kind"), KINDS),
-        "init": check_choice("meta.regulator.init", regulator.get("init"), INITS),
-        "eps": check_range("meta.regulator.eps", regulator.get("eps"), 1e-12, 1 - 1e-12),
-        "bias": check_choice("meta.regulator.bias", regulator.get("bias"), BIASES),
-    }
-    return cfg
+    """The validated configuration of one variant (see ``pipeline.config.read_meta``)."""
+    return read_meta(params, variant)
 
 
 def fingerprint(cfg: dict, backbone_name: str, shards: list[Path]) -> str:
@@ -117,20 +74,6 @@ def summary(history: list[dict[str, float]], name: str) -> dict[str, float]:
             f"{name}_end": round(float(np.mean(values[-k:])), 5)}
 
 
-def open_live(directory: Path):
-    """dvclive logger for the curves; it writes no dvc.yaml and saves no experiment itself
-    (the stage's outputs are DVC's business)."""
-    from dvclive import Live
-    from scmrepo.exceptions import SCMError
-
-    try:
-        return Live(str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
-    except SCMError as error:  # dvclive 3.49 reads HEAD before checking for commits
-        raise RuntimeError(
-            f"dvclive cannot log to {directory}: {error}. Commit once (`git commit`) first"
-        ) from error
-
-
 def main(variant: str) -> None:
     params = load_params()
     cfg = settings(params, variant)
@@ -138,16 +81,14 @@ def main(variant: str) -> None:
     backbone = load_backbone(params["backbone"])
     tasks = read_task_shards(TASKS_DIR)
     learner = build_learner(
-        cfg["learner"], backbone, tasks[0].classnames, cfg["options"], seed=cfg["seed"],
-        where=f"meta.variants.{variant}.options",
+        cfg["learner"], backbone, tasks[0].classnames, cfg["options"], seed=cfg["seed"]
     )
     theta = {name: p.detach().clone() for name, p in learner.prompt_parameters().items()}
-    pixel_prompt = backbone.vision_width is None and "visual_prompt" in theta
     regulator_config = {
         **cfg["regulator"],
         # only Algorithm 1 learns phi: the ablations fine-tune downstream with raw gradients
         "kind": cfg["regulator"]["kind"] if cfg["mode"] == "gram" else "identity",
-        "channel_dims": {"visual_prompt": 0} if pixel_prompt else {},
+        "channel_dims": learner.regulator_channel_dims(),
     }
     regulators = build_regulators(theta, **regulator_config)
 

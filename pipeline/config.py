@@ -1,0 +1,448 @@
+"""The typed configuration of the downstream and meta-training stages: one frozen dataclass
+per params.yaml section, the bounds of each field declared beside it, and one loader.
+
+Only this module speaks of ``params.yaml``: :func:`read` checks a mapping against a
+dataclass and raises :class:`~pipeline.params.ParamError` naming the key the user wrote
+(``params.yaml: finetune.methods.coop.train.lr = -1: must be >= 0``); the library's
+constructors raise plain ``ValueError`` s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .params import ParamError, get
+
+GRAM_MODELS = Path("models/gram")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What a field accepts: a number in [low, high], one of ``choices``, or None."""
+
+    low: float | None = None
+    high: float | None = None
+    integer: bool = False
+    choices: tuple | None = None
+    nullable: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is refused (None: accepted)."""
+        if value is None:
+            return None if self.nullable else "must be set"
+        if self.choices is not None:
+            return None if value in self.choices else f"must be one of {list(self.choices)}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be an integer" if self.integer else "must be a number"
+        if self.integer and not isinstance(value, int):
+            return "must be an integer"
+        if self.low is not None and value < self.low:
+            return f"must be >= {self.low}"
+        if self.high is not None and value > self.high:
+            return f"must be <= {self.high}"
+        return None
+
+
+def bounded(default: Any, low=None, high=None, *, integer=False, choices=None, nullable=False):
+    """A dataclass field whose accepted values are declared beside it."""
+    bound = Bound(low, high, integer, None if choices is None else tuple(choices), nullable)
+    return field(default=default, metadata={"bound": bound})
+
+
+def check(where: str, value: Any, bound: Bound) -> Any:
+    """``value`` if ``bound`` accepts it, else a ParamError naming ``where``."""
+    problem = bound.problem(value)
+    if problem:
+        raise ParamError(f"params.yaml: {where} = {value!r}: {problem}")
+    return value
+
+
+def read(cls: type, section: Mapping | None, where: str, **given: Any):
+    """``cls`` from a params.yaml mapping at ``where``; ``given`` sets fields not in params.
+
+    Unknown keys and values outside a field's bound are errors naming the key.
+    """
+    if section is not None and not isinstance(section, Mapping):
+        raise ParamError(f"params.yaml: {where} must be a mapping, got {section!r}")
+    section = dict(section or {})
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in given]
+    unknown = sorted(set(section) - set(names))
+    if unknown:
+        raise ParamError(f"params.yaml: {where}.{unknown[0]} is not one of {names}")
+    for f in dataclasses.fields(cls):
+        if f.name in section and "bound" in f.metadata:
+            check(f"{where}.{f.name}", section[f.name], f.metadata["bound"])
+    return cls(**section, **given)
+
+
+# ------------------------------------------------------------------------ downstream training
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``finetune.train`` (shared) and a row's ``train:`` overrides: Dassl's SGD, a constant
+    warm-up then cosine schedule (README "Downstream training")."""
+
+    epochs: int = bounded(10, 1, 100_000, integer=True)
+    batch_size: int = bounded(32, 1, 1_000_000, integer=True)
+    lr: float = bounded(0.002, 0.0, 1e4)
+    momentum: float = bounded(0.9, 0.0, 1.0)
+    weight_decay: float = bounded(5e-4, 0.0, 1.0)
+    warmup_epochs: int = bounded(1, 0, 100_000, integer=True)
+    warmup_lr: float = bounded(1e-5, 0.0, 1e4)
+    # prompt tensor name -> multiplier of lr for it: a pixel prompt's gradients are ~1e-3 of
+    # a text context's, so the joint (UNIGRAM) learner on a CNN needs one lr per group
+    lr_scale: Mapping[str, float] = field(default_factory=dict)
+    seed: int = 1
+
+
+LR_SCALE = Bound(0.0, 1e6)
+
+
+def read_train(section: Mapping | None, where: str, seed: int) -> TrainConfig:
+    config = read(TrainConfig, section, where, seed=seed)
+    if not isinstance(config.lr_scale, Mapping):
+        raise ParamError(f"params.yaml: {where}.lr_scale must map prompt names to numbers")
+    for name, scale in config.lr_scale.items():
+        check(f"{where}.lr_scale.{name}", scale, LR_SCALE)
+    return config
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """``finetune.augment``: fixed augmented views cached per training image."""
+
+    views: int = bounded(2, 0, 1000, integer=True)
+    seed: int = bounded(0, 0, 2**31 - 1, integer=True)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """``evaluate.batch_size`` and ``evaluate.max_test_per_class`` (None: whole splits)."""
+
+    batch_size: int = bounded(128, 1, 100_000, integer=True)
+    max_test_per_class: int | None = bounded(None, 1, None, integer=True, nullable=True)
+
+
+# ---------------------------------------------------------------------------- learner options
+
+INT_OPTION = Bound(1, 4096, integer=True)
+#: learner kind -> {option: bound (None: not range-checked)}; what each learner accepts
+LEARNER_OPTIONS: dict[str, dict[str, Bound | None]] = {
+    "zeroshot": {},
+    "coop": {"n_ctx": INT_OPTION, "init_words": None, "class_specific": None},
+    "cocoop": {"n_ctx": INT_OPTION, "init_words": None},
+    "prograd": {
+        "n_ctx": INT_OPTION,
+        "init_words": None,
+        "init_count": Bound(choices=("tokens", "words")),
+        "class_specific": None,
+        "lambda": Bound(0.0, 1.0),
+        "temperature": Bound(1e-6, None),
+    },
+    "vpt": {
+        "n_tokens": INT_OPTION,
+        "depth": INT_OPTION,
+        "pad_width": INT_OPTION,
+        "init_std": Bound(0.0, None),
+        "pixel_init_std": Bound(0.0, None),
+        "text_template": None,
+    },
+    "joint": {
+        "n_ctx": INT_OPTION,
+        "init_words": None,
+        "n_tokens": INT_OPTION,
+        "depth": INT_OPTION,
+        "pad_width": INT_OPTION,
+        "init_std": Bound(0.0, None),
+        "pixel_init_std": Bound(0.0, None),
+    },
+}
+
+
+def check_learner(kind: Any, options: Mapping | None, where: str) -> dict[str, Any]:
+    """The options of a ``kind`` learner written at ``where`` (a mapping), checked."""
+    if kind not in LEARNER_OPTIONS:
+        raise ParamError(
+            f"params.yaml: {where}.learner = {kind!r}: must be one of {list(LEARNER_OPTIONS)}"
+        )
+    if options is not None and not isinstance(options, Mapping):
+        raise ParamError(f"params.yaml: {where}.options must be a mapping, got {options!r}")
+    accepted = LEARNER_OPTIONS[kind]
+    options = dict(options or {})
+    for key, value in options.items():
+        if key not in accepted:
+            raise ParamError(
+                f"params.yaml: {where}.options.{key} is not an option of the "
+                f"{kind} learner (options: {list(accepted)})"
+            )
+        if accepted[key] is not None and value is not None:
+            check(f"{where}.options.{key}", value, accepted[key])
+    return options
+
+
+# ---------------------------------------------------------------------------- method rows
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """One row of ``finetune.methods``: ``{learner, options, train, from_meta}``.
+
+    A "+GRAM" row names its meta-training variant (``from_meta``); its learner and options
+    are then those theta* was learned with (``models/gram/<variant>/learner.json``).
+    """
+
+    name: str
+    learner: str
+    options: dict[str, Any]
+    train: TrainConfig
+    from_meta: str | None = None
+
+    meta_root: Path = GRAM_MODELS
+
+    @property
+    def meta_dir(self) -> Path | None:
+        return None if self.from_meta is None else Path(self.meta_root) / self.from_meta
+
+    def error(self, what: str) -> ParamError:
+        """A ParamError about this row: ``what`` starts with the key below the row."""
+        return ParamError(f"params.yaml: finetune.methods.{self.name}.{what}")
+
+
+ROW_KEYS = ("learner", "options", "train", "from_meta")
+
+
+def read_method(params: Mapping, name: str, seed: int, gram_models: Path = GRAM_MODELS):
+    """``finetune.methods.<name>`` merged over ``finetune.train``, every key checked."""
+    where = f"finetune.methods.{name}"
+    methods = get(params, "finetune.methods")
+    if name not in (methods or {}):
+        raise ParamError(
+            f"params.yaml: finetune.methods has no row {name!r} (rows: {sorted(methods or {})})"
+        )
+    row = methods[name] or {}
+    if not isinstance(row, Mapping):
+        raise ParamError(f"params.yaml: {where} must be a mapping, got {row!r}")
+    unknown = sorted(set(row) - set(ROW_KEYS))
+    if unknown:
+        raise ParamError(f"params.yaml: {where}.{unknown[0]} is not one of {list(ROW_KEYS)}")
+    shared = get(params, "finetune.train")
+    read_train(shared, "finetune.train", seed)  # errors in the shared section name it
+    overrides = row.get("train") or {}
+    if not isinstance(overrides, Mapping):
+        raise ParamError(f"params.yaml: {where}.train must be a mapping, got {overrides!r}")
+    train = read_train({**shared, **overrides}, f"{where}.train", seed)
+    variant = row.get("from_meta")
+    if variant is None:
+        learner = row.get("learner", name)
+        options = check_learner(learner, row.get("options"), where)
+        return MethodConfig(name, learner, options, train)
+    for key in ("learner", "options"):
+        if key in row:
+            raise ParamError(
+                f"params.yaml: {where}.{key}: a from_meta row takes its learner "
+                f"and options from {gram_models / str(variant)}/learner.json"
+            )
+    card_path = Path(gram_models) / str(variant) / "learner.json"
+    if not card_path.exists():
+        raise ParamError(
+            f"params.yaml: {where}.from_meta = {variant!r}: {card_path} is missing "
+            "(run the `meta_train` stage of that variant)"
+        )
+    card = json.loads(card_path.read_text())
+    options = check_learner(card["learner"], card["options"], f"{card_path}")
+    return MethodConfig(name, card["learner"], options, train, str(variant), Path(gram_models))
+
+
+def read_seed(seed: Any) -> int:
+    return check("seeds[]", seed, Bound(0, 2**31 - 1, integer=True))
+
+
+def read_evaluate(params: Mapping) -> EvaluateConfig:
+    section = params.get("evaluate") or {}
+    keys = ("batch_size", "max_test_per_class")
+    return read(EvaluateConfig, {k: section[k] for k in keys if k in section}, "evaluate")
+
+
+def read_augment(params: Mapping) -> AugmentConfig:
+    return read(AugmentConfig, get(params, "finetune.augment"), "finetune.augment")
+
+
+def read_allow_fewer(params: Mapping) -> bool:
+    value = (params.get("finetune") or {}).get("allow_fewer", False)
+    return check("finetune.allow_fewer", value, Bound(choices=(True, False)))
+
+
+def method_rows(params: Mapping) -> list[str]:
+    """Every downstream row: ``methods`` then ``gram_methods`` (the evaluate stage's rows)."""
+    rows = [*(get(params, "methods") or []), *(params.get("gram_methods") or [])]
+    return list(dict.fromkeys(rows))
+
+
+# ---------------------------------------------------------------------------- meta-training
+
+META_MODES = ("gram", "pretrain", "none")
+#: keys of ``meta.train`` that a variant may override (``meta.variants.<v>.steps: 10``)
+META_OVERRIDABLE = {
+    "steps": Bound(0, 10**7, integer=True),
+    "tasks_per_batch": Bound(1, 10**5, integer=True),
+    "alignment_every": Bound(0, None, integer=True),
+}
+META_TRAIN = {
+    "mode": Bound(choices=META_MODES),
+    "inner_steps": Bound(1, 100, integer=True),
+    "alpha": Bound(0.0, None),
+    "second_order": Bound(choices=(True, False)),
+    "optimizer": Bound(choices=("adam", "sgd")),
+    "lr_theta": Bound(0.0, None),
+    "lr_phi": Bound(0.0, None),
+    "seed": Bound(0, None, integer=True),
+    "checkpoint_every": Bound(1, None, integer=True),
+}
+META_REGULATOR = {
+    "kind": Bound(choices=("affine", "identity")),
+    "init": Bound(choices=("identity", "random")),
+    "eps": Bound(1e-12, 1 - 1e-12),
+    "bias": Bound(choices=("shared", "token")),
+}
+META_LEARNERS = ("coop", "vpt", "joint")
+VARIANT_KEYS = ("learner", "options", *META_OVERRIDABLE)
+
+
+def _checked(section: Mapping, where: str, bounds: Mapping[str, Bound]) -> dict[str, Any]:
+    unknown = sorted(set(section) - set(bounds))
+    if unknown:
+        raise ParamError(f"params.yaml: {where}.{unknown[0]} is not one of {list(bounds)}")
+    return {key: check(f"{where}.{key}", section.get(key), b) for key, b in bounds.items()}
+
+
+def read_meta(params: Mapping, variant: str) -> dict[str, Any]:
+    """One variant's meta-training settings: ``meta.train`` + ``meta.regulator`` with the
+    variant's overrides; an error names the key where the value was written."""
+    train = dict(get(params, "meta.train"))
+    variants = get(params, "meta.variants")
+    if variant not in variants:
+        raise ParamError(
+            f"params.yaml: meta.variants has no variant {variant!r} (have {sorted(variants)})"
+        )
+    where = f"meta.variants.{variant}"
+    own = dict(variants[variant] or {})
+    unknown = sorted(set(own) - set(VARIANT_KEYS))
+    if unknown:
+        raise ParamError(f"params.yaml: {where}.{unknown[0]} is not one of {list(VARIANT_KEYS)}")
+    cfg: dict[str, Any] = {}
+    for key, bound in META_OVERRIDABLE.items():
+        written = where if key in own else "meta.train"
+        cfg[key] = check(f"{written}.{key}", own.get(key, train.pop(key, None)), bound)
+        train.pop(key, None)
+    learner = check(f"{where}.learner", own.get("learner"), Bound(choices=META_LEARNERS))
+    options = check_learner(learner, own.get("options"), where)
+    if options.get("class_specific"):
+        raise ParamError(
+            f"params.yaml: {where}.options.class_specific: a class-specific "
+            "context cannot move between tasks"
+        )
+    cfg.update(variant=variant, learner=learner, options=options)
+    cfg.update(_checked(train, "meta.train", META_TRAIN))
+    regulator = get(params, "meta.regulator")
+    cfg["regulator"] = _checked(regulator, "meta.regulator", META_REGULATOR)
+    return cfg
+
+
+# ---------------------------------------------------------------------------- protocols
+
+SHOTS = Bound(1, 100_000, integer=True)
+
+
+def read_protocols(params: Mapping):
+    """``shots``, ``datasets``, ``domain_shift.{source,targets}``,
+    ``evaluate.cross_dataset.{source,targets}``, ``evaluate.few_shot.{shots,datasets}``;
+    a missing section switches its setting off."""
+    from .protocol import Protocols
+
+    shots = check("shots", get(params, "shots"), SHOTS)
+    domain = params.get("domain_shift") or {}
+    evaluate_section = params.get("evaluate") or {}
+    cross = evaluate_section.get("cross_dataset") or {}
+    few = evaluate_section.get("few_shot") or {}
+    for i, k in enumerate(few.get("shots") or []):
+        check(f"evaluate.few_shot.shots[{i}]", k, SHOTS)
+    return Protocols(
+        datasets=tuple(get(params, "datasets") or ()),
+        shots=shots,
+        cross_source=cross.get("source"),
+        cross_targets=tuple(cross.get("targets") or ()),
+        domain_source=domain.get("source"),
+        domain_targets=tuple(domain.get("targets") or ()),
+        few_shot_shots=tuple(few.get("shots") or ()),
+        few_shot_datasets=tuple(few.get("datasets") or ()),
+    )
+
+
+# ---------------------------------------------------------------------------- downstream part
+
+FEATURE_OPTIONS = {
+    "batch_size": Bound(1, 1_000_000, integer=True),
+    "num_workers": Bound(0, 1024, integer=True),
+    "cache_dir": None,
+}
+
+
+def read_features(params: Mapping) -> dict[str, Any]:
+    """``features``: the options of ``features.image_features`` (batch size, workers, cache)."""
+    section = params.get("features") or {}
+    unknown = sorted(set(section) - set(FEATURE_OPTIONS))
+    if unknown:
+        raise ParamError(
+            f"params.yaml: features.{unknown[0]} is not one of {list(FEATURE_OPTIONS)}"
+        )
+    for key, bound in FEATURE_OPTIONS.items():
+        if bound is not None and key in section:
+            check(f"features.{key}", section[key], bound)
+    return dict(section)
+
+
+@dataclass(frozen=True)
+class DownstreamConfig:
+    """Everything one ``finetune`` stage (a method x seed x part) reads, checked."""
+
+    method: MethodConfig
+    seed: int
+    part: str
+    protocols: Any  # protocol.Protocols
+    augment: AugmentConfig
+    allow_fewer: bool
+    evaluate: EvaluateConfig
+    features: dict[str, Any]
+    data_root: Path
+    dataset_specs: dict[str, Any]
+
+
+def read_downstream(
+    params: Mapping, method: str, seed: int, part: str, gram_models: Path = GRAM_MODELS
+) -> DownstreamConfig:
+    """Read and check every param a finetune stage uses, and the datasets' specs, before
+    anything expensive happens."""
+    from .params import data_root, dataset_spec
+
+    seed = read_seed(seed)
+    protocols = read_protocols(params)
+    names = protocols.test_datasets(part)
+    features = read_features(params)
+    return DownstreamConfig(
+        method=read_method(params, method, seed, gram_models),
+        seed=seed,
+        part=part,
+        protocols=protocols,
+        augment=read_augment(params),
+        allow_fewer=read_allow_fewer(params),
+        evaluate=read_evaluate(params),
+        features=features,
+        data_root=data_root(params),
+        dataset_specs={name: dataset_spec(params, name) for name in names},
+    )
