@@ -50,24 +50,38 @@ def tables_markdown(metrics: Mapping, protocols: Protocols, note: str = "") -> s
     if note:
         lines += ["", note]
     lines.append("")
-    base2new = metrics.get("base2new", {})
-    if base2new:
-        lines += [
-            "## Table 1: base-to-new generalisation",
-            "",
-            "Prompts learned on the base classes. H: harmonic mean of base and new (for the "
-            "average, of the averaged base and new).",
-            "",
+    lines += _base_to_new_table(metrics.get("base2new", {}), protocols)
+    lines += _generalisation_tables(metrics, protocols)
+    lines += _few_shot_tables(metrics.get("few_shot", {}), protocols)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _base_to_new_table(base2new: Mapping, protocols: Protocols) -> list[str]:
+    """GRAM Table 1: (a) the average over datasets, then one sub-table per dataset."""
+    if not base2new:
+        return []
+    lines = [
+        "## Table 1: base-to-new generalisation",
+        "",
+        "Prompts learned on the base classes. H: harmonic mean of base and new (for the "
+        "average, of the averaged base and new).",
+        "",
+    ]
+    groups = [("average", f"Average over {len(protocols.datasets)} datasets")]
+    groups += [(name, name) for name in protocols.datasets]
+    for letter, (key, title) in zip("abcdefghijklmnopqrstuvwxyz", groups, strict=False):
+        rows = [
+            [ROW_LABELS.get(m, m)]
+            + [_cell(nested_get(base2new[m], (key, part))) for part in ("base", "new", "h")]
+            for m in _rows(base2new)
         ]
-        groups = [("average", f"Average over {len(protocols.datasets)} datasets")]
-        groups += [(name, name) for name in protocols.datasets]
-        for letter, (key, title) in zip("abcdefghijklmnopqrstuvwxyz", groups, strict=False):
-            rows = [
-                [ROW_LABELS.get(m, m)]
-                + [_cell(nested_get(base2new[m], (key, part))) for part in ("base", "new", "h")]
-                for m in _rows(base2new)
-            ]
-            lines += [f"({letter}) {title}", ""] + _table(["", "Base", "New", "H"], rows)
+        lines += [f"({letter}) {title}", ""] + _table(["", "Base", "New", "H"], rows)
+    return lines
+
+
+def _generalisation_tables(metrics: Mapping, protocols: Protocols) -> list[str]:
+    """GRAM Table 2 (domain generalisation) and Table 3 (cross-dataset)."""
+    lines: list[str] = []
     for number, setting, title, source, targets in (
         (
             2,
@@ -99,16 +113,21 @@ def tables_markdown(metrics: Mapping, protocols: Protocols, note: str = "") -> s
             "",
         ]
         lines += _table(["", f"Source: {source}", *targets, "Average"], rows)
-    few_shot = metrics.get("few_shot", {})
-    if few_shot:
-        shots = [str(k) for k in protocols.few_shot_shots]
-        column = "average" if len(protocols.few_shot_datasets) > 1 else None
-        names = ([column] if column else []) + list(protocols.few_shot_datasets)
-        lines += ["## Few-shot curve", "", "All classes; K shots per class.", ""]
-        for name in names:
-            rows = [
-                [ROW_LABELS.get(m, m)] + [_cell(nested_get(few_shot[m], (k, name))) for k in shots]
-                for m in _rows(few_shot)
-            ]
-            lines += [f"{name}", ""] + _table(["", *[f"{k} shots" for k in shots]], rows)
-    return "\n".join(lines).rstrip() + "\n"
+    return lines
+
+
+def _few_shot_tables(few_shot: Mapping, protocols: Protocols) -> list[str]:
+    """ProGrad's few-shot curve: one table per dataset (and their average), K per column."""
+    if not few_shot:
+        return []
+    shots = [str(k) for k in protocols.few_shot_shots]
+    column = "average" if len(protocols.few_shot_datasets) > 1 else None
+    names = ([column] if column else []) + list(protocols.few_shot_datasets)
+    lines = ["## Few-shot curve", "", "All classes; K shots per class.", ""]
+    for name in names:
+        rows = [
+            [ROW_LABELS.get(m, m)] + [_cell(nested_get(few_shot[m], (k, name))) for k in shots]
+            for m in _rows(few_shot)
+        ]
+        lines += [f"{name}", ""] + _table(["", *[f"{k} shots" for k in shots]], rows)
+    return lines

@@ -1,86 +1,20 @@
-"""The typed configuration of the downstream and meta-training stages: one frozen dataclass
-per params.yaml section, the bounds of each field declared beside it, and one loader.
-
-Only this module speaks of ``params.yaml``: :func:`read` checks a mapping against a
-dataclass and raises :class:`~pipeline.params.ParamError` naming the key the user wrote
-(``params.yaml: finetune.methods.coop.train.lr = -1: must be >= 0``); the library's
-constructors raise plain ``ValueError`` s.
-"""
+"""The downstream sections: ``finetune`` (shared training, augmentation, one row per
+method), ``evaluate``, the protocols and ``features``; ``read_downstream`` reads all a
+``finetune`` stage needs."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .params import ParamError, get
+from ..params import ParamError, get
+from .fields import Bound, bounded, check, read
+from .learners import check_learner
 
 GRAM_MODELS = Path("models/gram")
-
-
-@dataclass(frozen=True)
-class Bound:
-    """What a field accepts: a number in [low, high], one of ``choices``, or None."""
-
-    low: float | None = None
-    high: float | None = None
-    integer: bool = False
-    choices: tuple | None = None
-    nullable: bool = False
-
-    def problem(self, value: Any) -> str | None:
-        """Why ``value`` is refused (None: accepted)."""
-        if value is None:
-            return None if self.nullable else "must be set"
-        if self.choices is not None:
-            return None if value in self.choices else f"must be one of {list(self.choices)}"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return "must be an integer" if self.integer else "must be a number"
-        if self.integer and not isinstance(value, int):
-            return "must be an integer"
-        if self.low is not None and value < self.low:
-            return f"must be >= {self.low}"
-        if self.high is not None and value > self.high:
-            return f"must be <= {self.high}"
-        return None
-
-
-def bounded(default: Any, low=None, high=None, *, integer=False, choices=None, nullable=False):
-    """A dataclass field whose accepted values are declared beside it."""
-    bound = Bound(low, high, integer, None if choices is None else tuple(choices), nullable)
-    return field(default=default, metadata={"bound": bound})
-
-
-def check(where: str, value: Any, bound: Bound) -> Any:
-    """``value`` if ``bound`` accepts it, else a ParamError naming ``where``."""
-    problem = bound.problem(value)
-    if problem:
-        raise ParamError(f"params.yaml: {where} = {value!r}: {problem}")
-    return value
-
-
-def read(cls: type, section: Mapping | None, where: str, **given: Any):
-    """``cls`` from a params.yaml mapping at ``where``; ``given`` sets fields not in params.
-
-    Unknown keys and values outside a field's bound are errors naming the key.
-    """
-    if section is not None and not isinstance(section, Mapping):
-        raise ParamError(f"params.yaml: {where} must be a mapping, got {section!r}")
-    section = dict(section or {})
-    names = [f.name for f in dataclasses.fields(cls) if f.name not in given]
-    unknown = sorted(set(section) - set(names))
-    if unknown:
-        raise ParamError(f"params.yaml: {where}.{unknown[0]} is not one of {names}")
-    for f in dataclasses.fields(cls):
-        if f.name in section and "bound" in f.metadata:
-            check(f"{where}.{f.name}", section[f.name], f.metadata["bound"])
-    return cls(**section, **given)
-
-
-# ------------------------------------------------------------------------ downstream training
 
 
 @dataclass(frozen=True)
@@ -127,63 +61,6 @@ class EvaluateConfig:
 
     batch_size: int = bounded(128, 1, 100_000, integer=True)
     max_test_per_class: int | None = bounded(None, 1, None, integer=True, nullable=True)
-
-
-# ---------------------------------------------------------------------------- learner options
-
-INT_OPTION = Bound(1, 4096, integer=True)
-#: learner kind -> {option: bound (None: not range-checked)}; what each learner accepts
-LEARNER_OPTIONS: dict[str, dict[str, Bound | None]] = {
-    "zeroshot": {},
-    "coop": {"n_ctx": INT_OPTION, "init_words": None, "class_specific": None},
-    "cocoop": {"n_ctx": INT_OPTION, "init_words": None},
-    "prograd": {
-        "n_ctx": INT_OPTION,
-        "init_words": None,
-        "init_count": Bound(choices=("tokens", "words")),
-        "class_specific": None,
-        "lambda": Bound(0.0, 1.0),
-        "temperature": Bound(1e-6, None),
-    },
-    "vpt": {
-        "n_tokens": INT_OPTION,
-        "depth": INT_OPTION,
-        "pad_width": INT_OPTION,
-        "init_std": Bound(0.0, None),
-        "pixel_init_std": Bound(0.0, None),
-        "text_template": None,
-    },
-    "joint": {
-        "n_ctx": INT_OPTION,
-        "init_words": None,
-        "n_tokens": INT_OPTION,
-        "depth": INT_OPTION,
-        "pad_width": INT_OPTION,
-        "init_std": Bound(0.0, None),
-        "pixel_init_std": Bound(0.0, None),
-    },
-}
-
-
-def check_learner(kind: Any, options: Mapping | None, where: str) -> dict[str, Any]:
-    """The options of a ``kind`` learner written at ``where`` (a mapping), checked."""
-    if kind not in LEARNER_OPTIONS:
-        raise ParamError(
-            f"params.yaml: {where}.learner = {kind!r}: must be one of {list(LEARNER_OPTIONS)}"
-        )
-    if options is not None and not isinstance(options, Mapping):
-        raise ParamError(f"params.yaml: {where}.options must be a mapping, got {options!r}")
-    accepted = LEARNER_OPTIONS[kind]
-    options = dict(options or {})
-    for key, value in options.items():
-        if key not in accepted:
-            raise ParamError(
-                f"params.yaml: {where}.options.{key} is not an option of the "
-                f"{kind} learner (options: {list(accepted)})"
-            )
-        if accepted[key] is not None and value is not None:
-            check(f"{where}.options.{key}", value, accepted[key])
-    return options
 
 
 # ---------------------------------------------------------------------------- method rows
@@ -284,76 +161,6 @@ def method_rows(params: Mapping) -> list[str]:
     return list(dict.fromkeys(rows))
 
 
-# ---------------------------------------------------------------------------- meta-training
-
-META_MODES = ("gram", "pretrain", "none")
-#: keys of ``meta.train`` that a variant may override (``meta.variants.<v>.steps: 10``)
-META_OVERRIDABLE = {
-    "steps": Bound(0, 10**7, integer=True),
-    "tasks_per_batch": Bound(1, 10**5, integer=True),
-    "alignment_every": Bound(0, None, integer=True),
-}
-META_TRAIN = {
-    "mode": Bound(choices=META_MODES),
-    "inner_steps": Bound(1, 100, integer=True),
-    "alpha": Bound(0.0, None),
-    "second_order": Bound(choices=(True, False)),
-    "optimizer": Bound(choices=("adam", "sgd")),
-    "lr_theta": Bound(0.0, None),
-    "lr_phi": Bound(0.0, None),
-    "seed": Bound(0, None, integer=True),
-    "checkpoint_every": Bound(1, None, integer=True),
-}
-META_REGULATOR = {
-    "kind": Bound(choices=("affine", "identity")),
-    "init": Bound(choices=("identity", "random")),
-    "eps": Bound(1e-12, 1 - 1e-12),
-    "bias": Bound(choices=("shared", "token")),
-}
-META_LEARNERS = ("coop", "vpt", "joint")
-VARIANT_KEYS = ("learner", "options", *META_OVERRIDABLE)
-
-
-def _checked(section: Mapping, where: str, bounds: Mapping[str, Bound]) -> dict[str, Any]:
-    unknown = sorted(set(section) - set(bounds))
-    if unknown:
-        raise ParamError(f"params.yaml: {where}.{unknown[0]} is not one of {list(bounds)}")
-    return {key: check(f"{where}.{key}", section.get(key), b) for key, b in bounds.items()}
-
-
-def read_meta(params: Mapping, variant: str) -> dict[str, Any]:
-    """One variant's meta-training settings: ``meta.train`` + ``meta.regulator`` with the
-    variant's overrides; an error names the key where the value was written."""
-    train = dict(get(params, "meta.train"))
-    variants = get(params, "meta.variants")
-    if variant not in variants:
-        raise ParamError(
-            f"params.yaml: meta.variants has no variant {variant!r} (have {sorted(variants)})"
-        )
-    where = f"meta.variants.{variant}"
-    own = dict(variants[variant] or {})
-    unknown = sorted(set(own) - set(VARIANT_KEYS))
-    if unknown:
-        raise ParamError(f"params.yaml: {where}.{unknown[0]} is not one of {list(VARIANT_KEYS)}")
-    cfg: dict[str, Any] = {}
-    for key, bound in META_OVERRIDABLE.items():
-        written = where if key in own else "meta.train"
-        cfg[key] = check(f"{written}.{key}", own.get(key, train.pop(key, None)), bound)
-        train.pop(key, None)
-    learner = check(f"{where}.learner", own.get("learner"), Bound(choices=META_LEARNERS))
-    options = check_learner(learner, own.get("options"), where)
-    if options.get("class_specific"):
-        raise ParamError(
-            f"params.yaml: {where}.options.class_specific: a class-specific "
-            "context cannot move between tasks"
-        )
-    cfg.update(variant=variant, learner=learner, options=options)
-    cfg.update(_checked(train, "meta.train", META_TRAIN))
-    regulator = get(params, "meta.regulator")
-    cfg["regulator"] = _checked(regulator, "meta.regulator", META_REGULATOR)
-    return cfg
-
-
 # ---------------------------------------------------------------------------- protocols
 
 SHOTS = Bound(1, 100_000, integer=True)
@@ -363,7 +170,7 @@ def read_protocols(params: Mapping):
     """``shots``, ``datasets``, ``domain_shift.{source,targets}``,
     ``evaluate.cross_dataset.{source,targets}``, ``evaluate.few_shot.{shots,datasets}``;
     a missing section switches its setting off."""
-    from .protocol import Protocols
+    from ..protocol import Protocols
 
     shots = check("shots", get(params, "shots"), SHOTS)
     domain = params.get("domain_shift") or {}
@@ -428,7 +235,7 @@ def read_downstream(
 ) -> DownstreamConfig:
     """Read and check every param a finetune stage uses, and the datasets' specs, before
     anything expensive happens."""
-    from .params import data_root, dataset_spec
+    from ..params import data_root, dataset_spec
 
     seed = read_seed(seed)
     protocols = read_protocols(params)

@@ -1,0 +1,71 @@
+"""``meta.train``, ``meta.regulator`` and ``meta.variants``: one variant's settings for the
+``meta_train`` stage (GRAM Algorithm 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..params import ParamError, get
+from .fields import Bound, check, read_bounds
+from .learners import check_learner
+
+META_MODES = ("gram", "pretrain", "none")
+#: keys of ``meta.train`` that a variant may override (``meta.variants.<v>.steps: 10``)
+META_OVERRIDABLE = {
+    "steps": Bound(0, 10**7, integer=True),
+    "tasks_per_batch": Bound(1, 10**5, integer=True),
+    "alignment_every": Bound(0, None, integer=True),
+}
+META_TRAIN = {
+    "mode": Bound(choices=META_MODES),
+    "inner_steps": Bound(1, 100, integer=True),
+    "alpha": Bound(0.0, None),
+    "second_order": Bound(choices=(True, False)),
+    "optimizer": Bound(choices=("adam", "sgd")),
+    "lr_theta": Bound(0.0, None),
+    "lr_phi": Bound(0.0, None),
+    "seed": Bound(0, None, integer=True),
+    "checkpoint_every": Bound(1, None, integer=True),
+}
+META_REGULATOR = {
+    "kind": Bound(choices=("affine", "identity")),
+    "init": Bound(choices=("identity", "random")),
+    "eps": Bound(1e-12, 1 - 1e-12),
+    "bias": Bound(choices=("shared", "token")),
+}
+META_LEARNERS = ("coop", "vpt", "joint")
+VARIANT_KEYS = ("learner", "options", *META_OVERRIDABLE)
+
+
+def read_meta(params: Mapping, variant: str) -> dict[str, Any]:
+    """One variant's meta-training settings: ``meta.train`` + ``meta.regulator`` with the
+    variant's overrides; an error names the key where the value was written."""
+    train = dict(get(params, "meta.train"))
+    variants = get(params, "meta.variants")
+    if variant not in variants:
+        raise ParamError(
+            f"params.yaml: meta.variants has no variant {variant!r} (have {sorted(variants)})"
+        )
+    where = f"meta.variants.{variant}"
+    own = dict(variants[variant] or {})
+    unknown = sorted(set(own) - set(VARIANT_KEYS))
+    if unknown:
+        raise ParamError(f"params.yaml: {where}.{unknown[0]} is not one of {list(VARIANT_KEYS)}")
+    cfg: dict[str, Any] = {}
+    for key, bound in META_OVERRIDABLE.items():
+        written = where if key in own else "meta.train"
+        cfg[key] = check(f"{written}.{key}", own.get(key, train.pop(key, None)), bound)
+        train.pop(key, None)
+    learner = check(f"{where}.learner", own.get("learner"), Bound(choices=META_LEARNERS))
+    options = check_learner(learner, own.get("options"), where)
+    if options.get("class_specific"):
+        raise ParamError(
+            f"params.yaml: {where}.options.class_specific: a class-specific "
+            "context cannot move between tasks"
+        )
+    cfg.update(variant=variant, learner=learner, options=options)
+    cfg.update(read_bounds(train, "meta.train", META_TRAIN))
+    regulator = get(params, "meta.regulator")
+    cfg["regulator"] = read_bounds(regulator, "meta.regulator", META_REGULATOR)
+    return cfg
