@@ -173,11 +173,20 @@ def test_run(
     return accuracies
 
 
+def load_meta(config: DownstreamConfig) -> MetaPrompt | None:
+    """theta* and R_phi of a "+GRAM" row (None for the others)."""
+    return None if config.method.meta_dir is None else load_meta_prompt(config.method.meta_dir)
+
+
 def run_part(
-    config: DownstreamConfig, backbone: Backbone, datasets: Datasets, out: Outputs
+    config: DownstreamConfig,
+    backbone: Backbone,
+    datasets: Datasets,
+    out: Outputs,
+    meta: MetaPrompt | None = None,
 ) -> dict[str, Any]:
-    """Train and test every run of ``config.part``; the payload of its results file."""
-    meta = None if config.method.meta_dir is None else load_meta_prompt(config.method.meta_dir)
+    """Train and test every run of ``config.part``; the payload of its results file.
+    ``meta``: the row's theta* and R_phi (``load_meta``)."""
     # a DVC output even for methods with nothing to train (zero-shot): it must exist
     (out.live / out.tag).mkdir(parents=True, exist_ok=True)
     results: dict = {}

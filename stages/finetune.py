@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pipeline import backbones
 from pipeline.config import read_downstream
-from pipeline.downstream import Datasets, Outputs, run_part
+from pipeline.downstream import Datasets, Outputs, load_meta, run_part
 from pipeline.errors import run_stage
 from pipeline.io import write_json
 from pipeline.params import load_params
@@ -45,10 +45,12 @@ def main() -> None:
     params = load_params()
     config = read_downstream(params, args.method, args.seed, args.part)
     trained_on = {run.dataset for run in config.protocols.runs(args.part)}
-    datasets = Datasets(config.dataset_specs, config.data_root, trained_on)  # before the backbone
+    # every input is read and checked before the backbone loads
+    datasets = Datasets(config.dataset_specs, config.data_root, trained_on)
+    meta = load_meta(config)
     backbone = backbones.load_backbone(params["backbone"])
     tag = Path(args.method) / f"seed{args.seed}" / args.part
-    payload = run_part(config, backbone, datasets, Outputs(tag))
+    payload = run_part(config, backbone, datasets, Outputs(tag), meta)
     write_json(RESULTS / tag.parent / f"{args.part}.json", payload)
 
 

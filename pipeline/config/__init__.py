@@ -28,7 +28,7 @@ from .downstream import (
 )
 from .fields import Bound, bounded, check, read, read_bounds
 from .learners import LEARNER_OPTIONS, check_learner
-from .meta import read_meta
+from .meta import TasksConfig, read_meta, read_tasks
 
 __all__ = [
     "FEATURE_OPTIONS",
@@ -39,6 +39,7 @@ __all__ = [
     "DownstreamConfig",
     "EvaluateConfig",
     "MethodConfig",
+    "TasksConfig",
     "TrainConfig",
     "bounded",
     "check",
@@ -55,5 +56,6 @@ __all__ = [
     "read_method",
     "read_protocols",
     "read_seed",
+    "read_tasks",
     "read_train",
 ]

@@ -4,51 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
-from ..params import ParamError
-
-
-@dataclass(frozen=True)
-class Bound:
-    """What a field accepts: a number in [low, high], one of ``choices``, or None."""
-
-    low: float | None = None
-    high: float | None = None
-    integer: bool = False
-    choices: tuple | None = None
-    nullable: bool = False
-
-    def problem(self, value: Any) -> str | None:
-        """Why ``value`` is refused (None: accepted)."""
-        if value is None:
-            return None if self.nullable else "must be set"
-        if self.choices is not None:
-            return None if value in self.choices else f"must be one of {list(self.choices)}"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return "must be an integer" if self.integer else "must be a number"
-        if self.integer and not isinstance(value, int):
-            return "must be an integer"
-        if self.low is not None and value < self.low:
-            return f"must be >= {self.low}"
-        if self.high is not None and value > self.high:
-            return f"must be <= {self.high}"
-        return None
+from ..params import Bound, ParamError, check
 
 
 def bounded(default: Any, low=None, high=None, *, integer=False, choices=None, nullable=False):
     """A dataclass field whose accepted values are declared beside it."""
     bound = Bound(low, high, integer, None if choices is None else tuple(choices), nullable)
     return field(default=default, metadata={"bound": bound})
-
-
-def check(where: str, value: Any, bound: Bound) -> Any:
-    """``value`` if ``bound`` accepts it, else a ParamError naming ``where``."""
-    problem = bound.problem(value)
-    if problem:
-        raise ParamError(f"params.yaml: {where} = {value!r}: {problem}")
-    return value
 
 
 def read(cls: type, section: Mapping | None, where: str, **given: Any):

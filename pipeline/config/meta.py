@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from ..meta.regulator import BIASES, INITS, KINDS
+from ..meta.tasks import SUPPORT_SAMPLING
+from ..meta.trainer import MODES, OPTIMIZERS
 from ..params import ParamError, get
-from .fields import Bound, check, read_bounds
+from .fields import Bound, bounded, check, read, read_bounds
 from .learners import check_learner
 
-META_MODES = ("gram", "pretrain", "none")
+META_MODES = (*MODES, "none")
 #: keys of ``meta.train`` that a variant may override (``meta.variants.<v>.steps: 10``)
 META_OVERRIDABLE = {
     "steps": Bound(0, 10**7, integer=True),
@@ -22,17 +26,17 @@ META_TRAIN = {
     "inner_steps": Bound(1, 100, integer=True),
     "alpha": Bound(0.0, None),
     "second_order": Bound(choices=(True, False)),
-    "optimizer": Bound(choices=("adam", "sgd")),
+    "optimizer": Bound(choices=OPTIMIZERS),
     "lr_theta": Bound(0.0, None),
     "lr_phi": Bound(0.0, None),
     "seed": Bound(0, None, integer=True),
     "checkpoint_every": Bound(1, None, integer=True),
 }
 META_REGULATOR = {
-    "kind": Bound(choices=("affine", "identity")),
-    "init": Bound(choices=("identity", "random")),
+    "kind": Bound(choices=KINDS),
+    "init": Bound(choices=INITS),
     "eps": Bound(1e-12, 1 - 1e-12),
-    "bias": Bound(choices=("shared", "token")),
+    "bias": Bound(choices=BIASES),
 }
 META_LEARNERS = ("coop", "vpt", "joint")
 VARIANT_KEYS = ("learner", "options", *META_OVERRIDABLE)
@@ -69,3 +73,20 @@ def read_meta(params: Mapping, variant: str) -> dict[str, Any]:
     regulator = get(params, "meta.regulator")
     cfg["regulator"] = read_bounds(regulator, "meta.regulator", META_REGULATOR)
     return cfg
+
+
+@dataclass(frozen=True)
+class TasksConfig:
+    """``tasks``: GRAM Sec. 3.3 meta-training tasks (the paper gives no sizes)."""
+
+    ways: int = bounded(5, 2, 1000, integer=True)
+    support_shots: int = bounded(1, 1, 10_000, integer=True)
+    query_shots: int = bounded(3, 1, 10_000, integer=True)
+    num_tasks: int = bounded(200, 1, 10**7, integer=True)
+    seed: int = bounded(0, 0, None, integer=True)
+    support_sampling: str = bounded("one_domain", choices=SUPPORT_SAMPLING)
+    tasks_per_shard: int = bounded(1000, 1, None, integer=True)
+
+
+def read_tasks(params: Mapping) -> TasksConfig:
+    return read(TasksConfig, get(params, "tasks"), "tasks")
