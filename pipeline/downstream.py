@@ -24,6 +24,7 @@ import torch
 from .backbones import Backbone
 from .config import DownstreamConfig
 from .data import DatasetSplits, load_dataset
+from .errors import UserError
 from .evaluation import evaluate
 from .io import open_live
 from .learners import PromptLearner, build_learner
@@ -95,6 +96,8 @@ def training_set(
 def build_run_learner(
     config: DownstreamConfig, backbone: Backbone, dataset: DatasetSplits
 ) -> PromptLearner:
+    """The row's learner for the run's classes; options it cannot use are the user's error,
+    named where they were written (the row, or the variant's ``learner.json``)."""
     method = config.method
     try:
         learner = build_learner(
@@ -107,6 +110,8 @@ def build_run_learner(
             seed=config.seed,
         )
     except ValueError as error:
+        if method.meta_dir is not None:
+            raise UserError(f"{method.meta_dir / 'learner.json'}: options: {error}") from error
         raise method.error(f"options: {error}") from error
     unknown = sorted(set(method.train.lr_scale) - set(learner.prompt_parameters()))
     if unknown and learner.prompt_parameters():
