@@ -153,6 +153,14 @@ def test_bad_rows_name_the_key_the_user_wrote(tmp_path, tiny_clip):
         read({"from_meta": "coop", "options": {"n_ctx": 4}})
     with pytest.raises(ParamError, match="from_meta = 'vpt'.*learner.json is missing"):
         read({"from_meta": "vpt"})
+    params = {"meta": {"variants": {"coop": {}}},
+              "finetune": {"train": {}, "methods": {"m": {"from_meta": "cop"}}}}  # fmt: skip
+    with pytest.raises(ParamError, match=r"from_meta = 'cop': must be one of meta.variants"):
+        read_method(params, "m", seed=1, gram_models=tmp_path / "gram")
+    card = tmp_path / "gram" / "coop" / "learner.json"
+    card.write_text(card.read_text().replace('"n_ctx"', '"n_tokens"'))
+    with pytest.raises(ParamError, match=r"coop/learner.json: options.n_tokens is not an option"):
+        read({"from_meta": "coop"})
     with pytest.raises(ParamError, match="finetune.methods has no row 'x'"):
         read_method({"finetune": {"train": {}, "methods": {}}}, "x", seed=1)
 

@@ -94,7 +94,9 @@ class MethodConfig:
 ROW_KEYS = ("learner", "options", "train", "from_meta")
 
 
-def read_method(params: Mapping, name: str, seed: int, gram_models: Path = GRAM_MODELS):
+def read_method(
+    params: Mapping, name: str, seed: int, gram_models: Path = GRAM_MODELS
+) -> MethodConfig:
     """``finetune.methods.<name>`` merged over ``finetune.train``, every key checked."""
     where = f"finetune.methods.{name}"
     methods = get(params, "finetune.methods")
@@ -125,6 +127,12 @@ def read_method(params: Mapping, name: str, seed: int, gram_models: Path = GRAM_
                 f"params.yaml: {where}.{key}: a from_meta row takes its learner "
                 f"and options from {gram_models / str(variant)}/learner.json"
             )
+    variants = (params.get("meta") or {}).get("variants")
+    if variants is not None and variant not in variants:
+        raise ParamError(
+            f"params.yaml: {where}.from_meta = {variant!r}: must be one of meta.variants "
+            f"{sorted(variants)}"
+        )
     card_path = Path(gram_models) / str(variant) / "learner.json"
     if not card_path.exists():
         raise ParamError(
@@ -132,7 +140,7 @@ def read_method(params: Mapping, name: str, seed: int, gram_models: Path = GRAM_
             "(run the `meta_train` stage of that variant)"
         )
     card = json.loads(card_path.read_text())
-    options = check_learner(card["learner"], card["options"], f"{card_path}")
+    options = check_learner(card["learner"], card["options"], "", source=str(card_path))
     return MethodConfig(name, card["learner"], options, train, str(variant), Path(gram_models))
 
 

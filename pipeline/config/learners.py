@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..params import ParamError
-from .fields import Bound, check
+from .fields import Bound
 
 INT_OPTION = Bound(1, 4096, integer=True)
 #: learner kind -> {option: bound (None: not range-checked)}; what each learner accepts
@@ -43,22 +43,24 @@ LEARNER_OPTIONS: dict[str, dict[str, Bound | None]] = {
 }
 
 
-def check_learner(kind: Any, options: Mapping | None, where: str) -> dict[str, Any]:
-    """The options of a ``kind`` learner written at ``where`` (a mapping), checked."""
+def check_learner(
+    kind: Any, options: Mapping | None, where: str, source: str = "params.yaml"
+) -> dict[str, Any]:
+    """The options of a ``kind`` learner written at ``where`` in ``source``, checked."""
+    prefix = f"{source}: {where}." if where else f"{source}: "
     if kind not in LEARNER_OPTIONS:
-        raise ParamError(
-            f"params.yaml: {where}.learner = {kind!r}: must be one of {list(LEARNER_OPTIONS)}"
-        )
+        raise ParamError(f"{prefix}learner = {kind!r}: must be one of {list(LEARNER_OPTIONS)}")
     if options is not None and not isinstance(options, Mapping):
-        raise ParamError(f"params.yaml: {where}.options must be a mapping, got {options!r}")
+        raise ParamError(f"{prefix}options must be a mapping, got {options!r}")
     accepted = LEARNER_OPTIONS[kind]
     options = dict(options or {})
     for key, value in options.items():
         if key not in accepted:
             raise ParamError(
-                f"params.yaml: {where}.options.{key} is not an option of the "
+                f"{prefix}options.{key} is not an option of the "
                 f"{kind} learner (options: {list(accepted)})"
             )
-        if accepted[key] is not None and value is not None:
-            check(f"{where}.options.{key}", value, accepted[key])
+        problem = None if value is None or accepted[key] is None else accepted[key].problem(value)
+        if problem:
+            raise ParamError(f"{prefix}options.{key} = {value!r}: {problem}")
     return options
