@@ -12,7 +12,8 @@ itself is ``pipeline.downstream.run_part``.
 
 Reads params: shots, datasets, backbone, data, features, finetune.{train, augment,
 allow_fewer, methods.<method>}, domain_shift, evaluate.{batch_size, max_test_per_class,
-cross_dataset, few_shot}; a ``from_meta`` row also meta.variants and models/gram/<variant>/.
+cross_dataset, few_shot}; a ``from_meta`` row also reads meta.variants and
+models/gram/<variant>/.
 Writes: models/downstream/<method>/seed<seed>/<part>/<run>.pt (the prompt),
 results/downstream/runs/<method>/seed<seed>/<part>.json (accuracies),
 dvclive/finetune/<method>/seed<seed>/<part>/<run>/ (per-epoch loss and accuracy).
