@@ -144,7 +144,7 @@ def train_run(
     history = train(
         learner,
         data,
-        config.method.train,
+        config.run_train(run),
         gradient_transform=None if meta is None else meta.gradient_transform(),
         init_state=None if meta is None else meta.theta,
         checkpoint=out.checkpoints / out.tag / f"{run.name}.pt",

@@ -73,3 +73,32 @@ def test_a_finetune_stage_reads_every_key_before_any_work():
     params["finetune"]["augment"]["views"] = -1
     with pytest.raises(ParamError, match=r"finetune.augment.views = -1: must be >= 0"):
         read_downstream(params, "coop", 1, "main")
+
+
+def test_few_shot_epochs_follow_shots_and_a_dataset_entry_wins():
+    from pipeline.config import read_few_shot_epochs
+
+    few = {"shots": [1, 2, 4, 8, 16], "epochs": [50, 100, 100, 200, 200],
+           "epochs_by_dataset": {"ImageNet": 50}}  # fmt: skip
+    epochs = read_few_shot_epochs({"evaluate": {"few_shot": few}})
+    assert [epochs.epochs("DTD", k) for k in (1, 2, 4, 8, 16)] == [50, 100, 100, 200, 200]
+    assert [epochs.epochs("ImageNet", k) for k in (1, 16)] == [50, 50]
+    assert read_few_shot_epochs({"evaluate": {"few_shot": {"shots": [1]}}}).epochs("a", 1) is None
+    few["epochs"] = [50, 100]
+    with pytest.raises(ParamError, match=r"evaluate.few_shot.epochs = \[50, 100\]: must be a list"):
+        read_few_shot_epochs({"evaluate": {"few_shot": few}})
+    few["epochs"] = [50, 100, 100, 200, 0]
+    with pytest.raises(ParamError, match=r"evaluate.few_shot.epochs\[4\] = 0: must be >= 1"):
+        read_few_shot_epochs({"evaluate": {"few_shot": few}})
+
+
+def test_a_few_shot_run_trains_for_its_epochs_and_other_parts_keep_the_rows():
+    params = {
+        "shots": 2, "seeds": [1], "datasets": ["a"], "data": {"root": "data", "own": {"a": {}}},
+        "finetune": {"train": {"epochs": 3}, "methods": {"coop": {"learner": "coop"}}},
+        "evaluate": {"few_shot": {"shots": [1, 2], "datasets": ["a"], "epochs": [5, 7]}},
+    }  # fmt: skip
+    few_shot = read_downstream(params, "coop", 1, "few_shot")
+    assert [few_shot.run_train(run).epochs for run in few_shot.protocols.runs("few_shot")] == [5, 7]
+    main = read_downstream(params, "coop", 1, "main")
+    assert {main.run_train(run).epochs for run in main.protocols.runs("main")} == {3}

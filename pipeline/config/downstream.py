@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +199,51 @@ def read_protocols(params: Mapping):
     )
 
 
+EPOCHS = Bound(1, 100_000, integer=True)
+
+
+@dataclass(frozen=True)
+class FewShotEpochs:
+    """``evaluate.few_shot.epochs`` (one per entry of ``shots``) and ``epochs_by_dataset``
+    (winning for its dataset at every K): the epochs of each few-shot run, as CoOp's COOP.md
+    gives them (50, 100, 100, 200, 200 at 1-16 shots; ImageNet 50). None: the row's epochs."""
+
+    shots: tuple[int, ...] = ()
+    by_shots: tuple[int, ...] | None = None
+    by_dataset: Mapping[str, int] = field(default_factory=dict)
+
+    def epochs(self, dataset: str, shots: int) -> int | None:
+        if dataset in self.by_dataset:
+            return self.by_dataset[dataset]
+        if self.by_shots is None or shots not in self.shots:
+            return None
+        return self.by_shots[self.shots.index(shots)]
+
+
+def read_few_shot_epochs(params: Mapping) -> FewShotEpochs:
+    few = (params.get("evaluate") or {}).get("few_shot") or {}
+    shots = tuple(few.get("shots") or ())
+    by_shots = few.get("epochs")
+    if by_shots is not None:
+        if not isinstance(by_shots, list | tuple) or len(by_shots) != len(shots):
+            raise ParamError(
+                f"params.yaml: evaluate.few_shot.epochs = {by_shots!r}: must be a list of one "
+                f"epoch count per entry of evaluate.few_shot.shots {list(shots)}"
+            )
+        for i, epochs in enumerate(by_shots):
+            check(f"evaluate.few_shot.epochs[{i}]", epochs, EPOCHS)
+        by_shots = tuple(by_shots)
+    by_dataset = few.get("epochs_by_dataset") or {}
+    if not isinstance(by_dataset, Mapping):
+        raise ParamError(
+            f"params.yaml: evaluate.few_shot.epochs_by_dataset = {by_dataset!r}: must map "
+            "dataset names to epoch counts"
+        )
+    for name, epochs in by_dataset.items():
+        check(f"evaluate.few_shot.epochs_by_dataset.{name}", epochs, EPOCHS)
+    return FewShotEpochs(shots, by_shots, dict(by_dataset))
+
+
 # ---------------------------------------------------------------------------- downstream part
 
 FEATURE_OPTIONS = {
@@ -236,6 +281,16 @@ class DownstreamConfig:
     features: dict[str, Any]
     data_root: Path
     dataset_specs: dict[str, Any]
+    few_shot_epochs: FewShotEpochs = FewShotEpochs()
+
+    def run_train(self, run) -> TrainConfig:
+        """The row's training config for ``run`` (a ``protocol.RunSpec``): a few-shot run
+        takes its epochs from ``evaluate.few_shot`` when those are set."""
+        epochs = None
+        if self.part == "few_shot":
+            epochs = self.few_shot_epochs.epochs(run.dataset, run.shots)
+        train = self.method.train
+        return train if epochs is None else replace(train, epochs=epochs)
 
 
 def read_downstream(
@@ -260,4 +315,5 @@ def read_downstream(
         features=features,
         data_root=data_root(params),
         dataset_specs={name: dataset_spec(params, name) for name in names},
+        few_shot_epochs=read_few_shot_epochs(params),
     )
