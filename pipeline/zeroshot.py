@@ -20,8 +20,14 @@ class Accuracy:
         return 100.0 * self.correct / self.total if self.total else float("nan")
 
 
-def class_prompts(template: str, classnames: list[str]) -> list[str]:
-    return [template.format(name.replace("_", " ")) for name in classnames]
+def prompt_ready(classname: str) -> str:
+    """A class name as prompts write it (CoOp's ``classname.replace("_", " ")``)."""
+    return classname.replace("_", " ")
+
+
+def hand_written_prompts(template: str, classnames: list[str]) -> list[str]:
+    """One hand-written prompt per class: ``template`` filled with its readable name."""
+    return [template.format(prompt_ready(name)) for name in classnames]
 
 
 @torch.no_grad()

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.chc.embed import SentenceEmbedder
-from pipeline.errors import run_stage
-from pipeline.params import check_range, get, load_params
+from pipeline.errors import UserError, run_stage
+from pipeline.params import ParamError, check_range, get, load_params
 
 KEPT = "data/pairs/kept.parquet"
 EMBEDDINGS = "data/chc/caption_embeddings.npy"
@@ -27,12 +27,12 @@ def main() -> None:
     params = load_params()
     model = get(params, "captions.model")
     if not isinstance(model, str) or not model:
-        raise ValueError(f"params.yaml: captions.model = {model!r} must be a model name or path")
+        raise ParamError(f"params.yaml: captions.model = {model!r}: must be a model name or path")
     batch_size = check_range("captions.batch_size", get(params, "captions.batch_size"), 1,
                              integer=True)
     kept = pd.read_parquet(KEPT, columns=["key", "caption"])
     if kept.empty:
-        raise ValueError(f"{KEPT}: no kept pairs to embed")
+        raise UserError(f"{KEPT}: no kept pairs to embed")
     captions = kept["caption"].fillna("").astype(str).tolist()
     embeddings = SentenceEmbedder(model, batch_size=batch_size).encode(captions)
     Path(EMBEDDINGS).parent.mkdir(parents=True, exist_ok=True)

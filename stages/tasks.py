@@ -8,45 +8,25 @@ Writes data/tasks/tasks-%06d.tar (one `<task>.json` per task) and metrics/tasks.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
+from pipeline.config import read_tasks
 from pipeline.errors import run_stage
 from pipeline.io import write_json
 from pipeline.meta.supervised import labelled_source, labelled_table
-from pipeline.meta.tasks import (
-    SUPPORT_SAMPLING,
-    TaskSpec,
-    read_domains,
-    sample_tasks,
-    write_task_shards,
-)
-from pipeline.params import check_choice, check_range, get, load_params
+from pipeline.meta.tasks import TaskSpec, read_domains, sample_tasks, write_task_shards
+from pipeline.params import load_params
 
 DOMAINS = "data/chc/domains.parquet"
 OUT_DIR = "data/tasks"
 METRICS = "metrics/tasks.json"
+NOT_SAMPLER = ("tasks_per_shard", "source", "dataset")
 
 
 def task_spec(params: dict) -> TaskSpec:
-    section = get(params, "tasks")
-    key = "tasks."
-    spec = TaskSpec(
-        ways=check_range(key + "ways", get(params, "tasks.ways"), 2, 1000, integer=True),
-        support_shots=check_range(
-            key + "support_shots", get(params, "tasks.support_shots"), 1, 10000, integer=True
-        ),
-        query_shots=check_range(
-            key + "query_shots", get(params, "tasks.query_shots"), 1, 10000, integer=True
-        ),
-        num_tasks=check_range(
-            key + "num_tasks", get(params, "tasks.num_tasks"), 1, 10**7, integer=True
-        ),
-        seed=check_range(key + "seed", get(params, "tasks.seed"), 0, None, integer=True),
-        support_sampling=check_choice(
-            key + "support_sampling", get(params, "tasks.support_sampling"), SUPPORT_SAMPLING
-        ),
-    )
-    check_range(key + "tasks_per_shard", section.get("tasks_per_shard", 1000), 1, None,
-                integer=True)
-    return spec
+    """The sampler's settings from ``tasks`` (every key checked)."""
+    config = read_tasks(params)
+    return TaskSpec(**{k: v for k, v in asdict(config).items() if k not in NOT_SAMPLER})
 
 
 def main() -> None:
@@ -59,7 +39,7 @@ def main() -> None:
         where = f"{labelled.name} (tasks.dataset, train split)"
         tasks, stats = sample_tasks(labelled_table(labelled), spec, source=where)
         stats.update(source="dataset", dataset=labelled.name)
-    shards = write_task_shards(tasks, OUT_DIR, params["tasks"].get("tasks_per_shard", 1000))
+    shards = write_task_shards(tasks, OUT_DIR, read_tasks(params).tasks_per_shard)
     stats["shards"] = len(shards)
     write_json(METRICS, stats)
     print(

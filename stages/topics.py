@@ -18,7 +18,7 @@ import pandas as pd
 
 from pipeline.chc.config import topic_model_from_params
 from pipeline.chc.report import map_2d, plot_topic_map, plot_topic_sizes, topics_markdown
-from pipeline.errors import run_stage
+from pipeline.errors import UserError, run_stage
 from pipeline.io import write_json
 from pipeline.params import check_range, get, load_params
 
@@ -41,7 +41,7 @@ def main() -> None:
     kept = pd.read_parquet(KEPT, columns=["key", "caption"])
     embeddings = np.load(EMBEDDINGS)
     if len(embeddings) != len(kept):
-        raise ValueError(f"{EMBEDDINGS}: {len(embeddings)} rows but {KEPT} has {len(kept)} "
+        raise UserError(f"{EMBEDDINGS}: {len(embeddings)} rows but {KEPT} has {len(kept)} "
                          "pairs; rerun embed_captions")
     result = model.fit(kept["caption"].fillna("").astype(str).tolist(), embeddings)
 

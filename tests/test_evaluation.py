@@ -7,17 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.aggregation import aggregate
 from pipeline.backbones import cosine_logits
 from pipeline.data import DatasetSplits, Datum, harmonic_mean
-from pipeline.evaluation import (
-    Protocols,
-    aggregate,
-    evaluate,
-    evaluation_split,
-    run_training_split,
-    tables_markdown,
-)
+from pipeline.evaluation import evaluate
 from pipeline.learners import VPT, CoCoOp, CoOp
+from pipeline.protocol import Protocols, evaluation_split, run_training_split
+from pipeline.report import tables_markdown
 from tests.coop_fakes import write_noise_images
 
 # GRAM Table 1, zero-shot CLIP, (base, new) on the 11 datasets, and its average row

@@ -7,6 +7,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pipeline.backbones import Backbone, cosine_logits
+from pipeline.config import check_learner
 from pipeline.learners import (
     VPT,
     Batch,
@@ -192,12 +193,16 @@ def test_joint_prompt_holds_both_groups(tiny_clip):
 
 
 def test_bad_learner_options_name_the_key(tiny_clip):
-    with pytest.raises(ParamError, match="finetune.coop.n_tokens"):
-        build_learner("coop", tiny_clip, NAMES, {"n_tokens": 3}, where="finetune.coop")
-    with pytest.raises(ParamError, match="finetune.learner"):
-        build_learner("nope", tiny_clip, NAMES)
-    with pytest.raises(ParamError, match="lam"):
-        build_learner("prograd", tiny_clip, NAMES, {"lambda": 2.0})
-    with pytest.raises(ParamError, match="more than n_ctx"):
+    with pytest.raises(ParamError, match=r"finetune.methods.coop.options.n_tokens is not an"):
+        check_learner("coop", {"n_tokens": 3}, "finetune.methods.coop")
+    with pytest.raises(ParamError, match="finetune.methods.x.learner = 'nope'"):
+        check_learner("nope", {}, "finetune.methods.x")
+    with pytest.raises(ParamError, match=r"options.lambda = 2.0: must be <= 1.0"):
+        check_learner("prograd", {"lambda": 2.0}, "finetune.methods.prograd")
+    assert check_learner("prograd", {"lambda": 0.5}, "m") == {"lambda": 0.5}
+    with pytest.raises(ValueError, match="more than n_ctx"):
         build_learner("prograd", tiny_clip, NAMES, {"n_ctx": 2, "init_words": "template"},
                       template="a photo of a {}.")  # fmt: skip
+    with pytest.raises(ValueError, match="learner 'nope'"):
+        build_learner("nope", tiny_clip, NAMES)
+    assert build_learner("prograd", tiny_clip, NAMES, {"lambda": 0.25}).lam == 0.25

@@ -163,3 +163,15 @@ def test_bad_params_name_the_key(workdir):
         meta_train.settings(params(optimizer="rmsprop"), "coop")
     with pytest.raises(ParamError, match="meta.variants has no variant 'vpt'"):
         meta_train.settings(params(), "vpt")
+    # the key the user wrote: meta.train.steps, or the variant's own override
+    with pytest.raises(ParamError, match=r"meta.train.steps = -5: must be >= 0"):
+        meta_train.settings(params(steps=-5), "coop")
+    overridden = params()
+    overridden["meta"]["variants"]["unigram"]["steps"] = -2
+    with pytest.raises(ParamError, match=r"meta.variants.unigram.steps = -2"):
+        meta_train.settings(overridden, "unigram")
+    assert meta_train.settings(params(steps=-5), "unigram")["steps"] == 1
+    bad_option = params()
+    bad_option["meta"]["variants"]["coop"]["options"]["n_tokens"] = 2
+    with pytest.raises(ParamError, match="meta.variants.coop.options.n_tokens is not an option"):
+        meta_train.settings(bad_option, "coop")

@@ -102,7 +102,7 @@ def test_bad_source_or_dataset_is_a_param_error_naming_the_key(labelled_root):
         labelled_source(params_for(labelled_root, dataset="nope"))
     with pytest.raises(ParamError, match=r"tasks\.dataset = None must name a dataset"):
         labelled_source(params_for(labelled_root, dataset=None))
-    with pytest.raises(ParamError, match=r"tasks\.source = 'webvision' must be one of"):
+    with pytest.raises(ParamError, match=r"tasks\.source = 'webvision': must be one of"):
         labelled_source(params_for(labelled_root, source="webvision"))
     assert labelled_source(params_for(labelled_root, source="chc", dataset="nope")) is None
     built_in = labelled_source(params_for(labelled_root, dataset="dtd"))

@@ -88,15 +88,11 @@ def _tiny_params() -> dict:
     }
     methods = params["finetune"]["methods"]
     params["finetune"]["train"].update(epochs=1, batch_size=4)
-    methods["cocoop"].update(epochs=1, batch_size=4)
-    methods["vpt"] = {"learner": "vpt", **vit_visual, "epochs": 1, "lr": 0.01}
-    methods["coop_gram"].update(n_ctx=2)
-    methods["vpt_gram"] = {"learner": "vpt", **vit_visual, "epochs": 1, "lr": 0.01,
-                           "init_state": "models/gram/vpt/theta.pt",
-                           "regulator": "models/gram/vpt/phi.pt"}
-    methods["unigram"] = {"learner": "joint", "n_ctx": 1, **vit_visual, "epochs": 1,
-                          "init_state": "models/gram/unigram/theta.pt",
-                          "regulator": "models/gram/unigram/phi.pt"}
+    methods["cocoop"]["train"].update(epochs=1, batch_size=4)
+    methods["vpt"] = {"learner": "vpt", "options": vit_visual, "train": {"epochs": 1, "lr": 0.01}}
+    # the "+GRAM" rows take their learner options from the variants above (learner.json)
+    methods["vpt_gram"] = {"from_meta": "vpt", "train": {"epochs": 1, "lr": 0.01}}
+    methods["unigram"] = {"from_meta": "unigram", "train": {"epochs": 1}}
     params["evaluate"]["cross_dataset"] = {"source": "fashion_mnist", "targets": ["digits"]}
     params["evaluate"]["few_shot"] = {"shots": [1], "datasets": ["fashion_mnist"]}
     return params

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.learners import CoOp, ProGrad, prograd_projection, soft_cross_entropy
-from pipeline.training import TrainConfig, TrainingSet, train
+from pipeline.training import CachedTrainingSet, TrainConfig, train
 
 
 def project(d, g, lam=1.0):
@@ -90,7 +90,7 @@ def test_lambda_zero_gives_exactly_coops_update(tiny_clip):
     torch.manual_seed(2)
     names = ["cat", "dog", "bird", "fish"]
     n = 12
-    data = TrainingSet(
+    data = CachedTrainingSet(
         labels=torch.arange(n) % 4,
         view_ids=[0, 1],
         features=torch.randn(2, n, tiny_clip.embed_dim),
@@ -109,3 +109,40 @@ def test_lambda_zero_gives_exactly_coops_update(tiny_clip):
     train(prograd_full, data, config)
     assert not torch.allclose(coop.text_ctx, prograd_full.text_ctx)
     assert math.isfinite(history_coop[-1]["loss"])
+
+
+PET = "a type of pet, a photo of a"  # 8 words, 9 BPE tokens (the comma is one)
+
+
+def test_word_counted_init_is_the_references_reading(tiny_clip):
+    from pipeline.learners.text import count_tokens, word_embeddings
+
+    names = ["cat", "dog"]
+    assert count_tokens(tiny_clip, PET) == 9 and len(PET.split(" ")) == 8
+    words = word_embeddings(tiny_clip, PET)
+    # ours (tokens): all 9 tokens fill the last 9 of 16 slots
+    ours = ProGrad(tiny_clip, names, n_ctx=16, init_words=PET)
+    assert torch.equal(ours.text_ctx[:7], torch.zeros(7, tiny_clip.text_width))
+    torch.testing.assert_close(ours.text_ctx[7:], words)
+    # the reference (words): 8 words -> the first 8 tokens in the last 8 slots
+    exact = ProGrad(tiny_clip, names, n_ctx=16, init_words=PET, init_count="words")
+    assert exact.text_ctx.shape == (16, tiny_clip.text_width)
+    assert torch.equal(exact.text_ctx[:8], torch.zeros(8, tiny_clip.text_width))
+    torch.testing.assert_close(exact.text_ctx[8:], words[:8])
+    # ... and the 9th token ("a") stays in the frozen suffix, before the class name
+    start = tiny_clip.context_start
+    prompt = f"{' '.join(['X'] * 8)} {PET} cat."
+    embedded = tiny_clip.embed_tokens(tiny_clip.tokenize([prompt]).ids.to(tiny_clip.device))
+    suffix = exact.prompts.suffix[0]
+    torch.testing.assert_close(suffix[0], embedded[0, start + 16].float())  # the 9th "a"
+    torch.testing.assert_close(suffix[1], embedded[0, start + 17].float())  # "cat"
+    assert not torch.equal(exact.prompts.suffix[0, 0], ours.prompts.suffix[0, 0])
+    # the prompt still reads: the context goes where the 16 placeholders + words were
+    n_tokens = int(exact.prompts.tokens.eot[0])
+    assert n_tokens == start + 16 + 1 + count_tokens(tiny_clip, "cat.")
+    with torch.no_grad():
+        assert exact.class_features().shape == (2, tiny_clip.embed_dim)
+    with pytest.raises(ValueError, match="8 words, more than n_ctx=4"):
+        ProGrad(tiny_clip, names, n_ctx=4, init_words=PET, init_count="words")
+    with pytest.raises(ValueError, match="init_count"):
+        ProGrad(tiny_clip, names, init_count="letters")

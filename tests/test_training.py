@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.backbones import cosine_logits
+from pipeline.config import read_train
 from pipeline.learners import CoOp, ProGrad, ZeroShot
+from pipeline.params import ParamError
 from pipeline.training import (
+    CachedTrainingSet,
     TrainConfig,
     cached_training_set,
     epoch_batches,
@@ -51,29 +55,19 @@ def test_epoch_batches_are_seeded_and_drop_the_last_partial_batch():
     assert sorted(small[0][0]) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("method", ["coop", "prograd"])
 def test_step_on_cached_features_equals_step_that_re_encodes_the_images(
-    tiny_clip, images, tmp_path, method
+    tiny_clip, images, tmp_path
 ):
     paths, labels = images
-    teacher = ZeroShot(tiny_clip, NAMES, "a type of pet, a photo of a {}.").class_features()
-    teacher = teacher if method == "prograd" else None
     cached = cached_training_set(
-        tiny_clip, paths, labels, views=2, aug_seed=7, teacher_classifier=teacher,
+        tiny_clip, paths, labels, views=2, aug_seed=7,
         features_options={"cache_dir": tmp_path / "cache"},
     )  # fmt: skip
-    reference = image_training_set(
-        tiny_clip, paths, labels, views=2, aug_seed=7, teacher_classifier=teacher
-    )
+    reference = image_training_set(tiny_clip, paths, labels, views=2, aug_seed=7)
     assert cached.features.shape == (2, 6, tiny_clip.embed_dim)
     config = TrainConfig(epochs=2, batch_size=3, lr=0.5, warmup_epochs=0, seed=1)
-
-    def learner():
-        if method == "prograd":
-            return ProGrad(tiny_clip, NAMES, n_ctx=8, init_words="a photo of a")
-        return CoOp(tiny_clip, NAMES, init_words=None, n_ctx=4, seed=3)
-
-    on_cache, re_encoded = learner(), learner()
+    on_cache = CoOp(tiny_clip, NAMES, init_words=None, n_ctx=4, seed=3)
+    re_encoded = CoOp(tiny_clip, NAMES, init_words=None, n_ctx=4, seed=3)
     start = on_cache.text_ctx.detach().clone()
     history_cache = train(on_cache, cached, config).history
     history_reference = train(re_encoded, reference, config).history
@@ -83,11 +77,29 @@ def test_step_on_cached_features_equals_step_that_re_encodes_the_images(
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
 
 
+def test_cached_teacher_logits_are_the_teachers_logits_of_each_view(tiny_clip, images, tmp_path):
+    paths, labels = images
+    prograd = ProGrad(tiny_clip, NAMES, n_ctx=8, init_words="a photo of a")
+    teacher = prograd.teacher("a type of pet, a photo of a {}.", NAMES)
+    zero_shot = ZeroShot(tiny_clip, NAMES, "a type of pet, a photo of a {}.").class_features()
+    torch.testing.assert_close(teacher, zero_shot)  # ProGrad's teacher is zero-shot CLIP
+    cached = cached_training_set(
+        tiny_clip, paths, labels, views=2, aug_seed=7, teacher_classifier=teacher,
+        features_options={"cache_dir": tmp_path / "cache"},
+    )  # fmt: skip
+    images_of = image_training_set(tiny_clip, paths, labels, views=2, aug_seed=7)
+    indices, views = np.array([0, 3, 5, 1]), np.array([1, 0, 1, 0])
+    with torch.no_grad():
+        encoded = tiny_clip.encode_image(images_of.batch(indices, views).images)
+    expected = cosine_logits(encoded, teacher, tiny_clip.logit_scale)
+    got = cached.batch(indices, views).teacher_logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert CoOp(tiny_clip, NAMES).teacher("a {}.", NAMES) is None  # only ProGrad has one
+
+
 def test_interrupted_training_resumes_to_the_identical_result(tiny_clip, tmp_path):
     torch.manual_seed(0)
-    from pipeline.training import TrainingSet
-
-    data = TrainingSet(
+    data = CachedTrainingSet(
         labels=torch.arange(10) % 3, view_ids=[0, 1, 2],
         features=torch.randn(3, 10, tiny_clip.embed_dim),
     )  # fmt: skip
@@ -114,9 +126,7 @@ def test_interrupted_training_resumes_to_the_identical_result(tiny_clip, tmp_pat
 
 def test_init_state_and_gradient_transform_hooks(tiny_clip):
     torch.manual_seed(0)
-    from pipeline.training import TrainingSet
-
-    data = TrainingSet(labels=torch.arange(6) % 3, view_ids=[None],
+    data = CachedTrainingSet(labels=torch.arange(6) % 3, view_ids=[None],
                        features=torch.randn(1, 6, tiny_clip.embed_dim))  # fmt: skip
     theta = {"text_ctx": torch.randn(4, tiny_clip.text_width)}
     config = TrainConfig(epochs=2, batch_size=3, lr=0.5, weight_decay=0.0, warmup_epochs=0)
@@ -148,10 +158,7 @@ def test_init_state_and_gradient_transform_hooks(tiny_clip):
 
 def test_lr_scale_multiplies_the_lr_of_one_prompt_tensor(tiny_clip):
     torch.manual_seed(0)
-    from pipeline.params import ParamError
-    from pipeline.training import TrainingSet
-
-    data = TrainingSet(labels=torch.arange(6) % 3, view_ids=[None],
+    data = CachedTrainingSet(labels=torch.arange(6) % 3, view_ids=[None],
                        features=torch.randn(1, 6, tiny_clip.embed_dim))  # fmt: skip
     base = dict(epochs=2, batch_size=3, weight_decay=0.0, warmup_epochs=0)
     scaled = CoOp(tiny_clip, NAMES, init_words=None)
@@ -165,7 +172,7 @@ def test_lr_scale_multiplies_the_lr_of_one_prompt_tensor(tiny_clip):
     train(frozen, data, TrainConfig(lr=0.1, lr_scale={"text_ctx": 0.0}, **base))
     assert torch.equal(frozen.text_ctx.detach(), start)
 
-    with pytest.raises(ParamError, match="lr_scale.visual_prompt is not a prompt of CoOp"):
+    with pytest.raises(ValueError, match="lr_scale.visual_prompt is not a prompt of CoOp"):
         train(plain, data, TrainConfig(lr=0.1, lr_scale={"visual_prompt": 2.0}, **base))
-    with pytest.raises(ParamError, match="finetune.lr_scale.text_ctx"):
-        TrainConfig.from_params({"lr_scale": {"text_ctx": -1.0}}, seed=1)
+    with pytest.raises(ParamError, match="finetune.train.lr_scale.text_ctx = -1.0: must be >="):
+        read_train({"lr_scale": {"text_ctx": -1.0}}, "finetune.train", seed=1)

@@ -34,8 +34,10 @@ def workdir(tmp_path, monkeypatch, tiny_clip):
             "augment": {"views": 2, "seed": 0},
             "methods": {
                 "zeroshot": {"learner": "zeroshot"},
-                "prograd": {"learner": "prograd", "n_ctx": 6, "init_words": "template"},
-                "vpt": {"learner": "vpt", "n_tokens": 2, "epochs": 1, "warmup_epochs": 0},
+                "prograd": {"learner": "prograd",
+                            "options": {"n_ctx": 6, "init_words": "template"}},
+                "vpt": {"learner": "vpt", "options": {"n_tokens": 2},
+                        "train": {"epochs": 1, "warmup_epochs": 0}},
             },
         },
         "evaluate": {"batch_size": 16, "cross_dataset": {"source": "shapes",
@@ -48,11 +50,12 @@ def workdir(tmp_path, monkeypatch, tiny_clip):
 
 
 def run_stage(script: str, *args: str, monkeypatch) -> None:
+    """Run a stage as ``python -m stages.<script>`` does (errors go through run_stage)."""
     monkeypatch.setattr(sys, "argv", [script, *args])
     runpy.run_path(str(ROOT / "stages" / script), run_name="__main__")
 
 
-def test_finetune_and_evaluate_stages_write_the_issue_shape(workdir, monkeypatch):
+def test_finetune_and_evaluate_stages_write_the_issue_shape(workdir, monkeypatch, capsys):
     for method in ("zeroshot", "prograd", "vpt"):
         run_stage("finetune.py", "--method", method, "--seed", "1", monkeypatch=monkeypatch)
     run_stage("finetune.py", "--method", "prograd", "--seed", "1", "--part", "few_shot",
@@ -84,38 +87,94 @@ def test_finetune_and_evaluate_stages_write_the_issue_shape(workdir, monkeypatch
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["methods"].append("cocoop")
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(SystemExit, match="cocoop"):
+    with pytest.raises(SystemExit) as exit_info:
         run_stage("evaluate.py", monkeypatch=monkeypatch)
+    assert exit_info.value.code == 2
+    assert "no results for method(s) ['cocoop']" in capsys.readouterr().err
 
 
-def test_gram_hooks_load_theta_and_a_frozen_regulator(tmp_path, tiny_clip):
+def write_meta_variant(folder: Path, tiny_clip, n_ctx: int = 2):
+    """models/gram/<variant>/ as meta_train writes it, for a CoOp context of n_ctx tokens."""
     import torch
 
-    from pipeline.learners import CoOp
+    from pipeline.meta.artifacts import save_meta_prompt
     from pipeline.meta.regulator import build_regulators
-    from pipeline.params import ParamError
 
-    stage = runpy.run_path(str(ROOT / "stages" / "finetune.py"))
-    learner = CoOp(tiny_clip, CLASSES, init_words=None, n_ctx=2)
-    theta = {"text_ctx": torch.randn(2, tiny_clip.text_width)}
+    theta = {"text_ctx": torch.randn(n_ctx, tiny_clip.text_width)}
     regulators = build_regulators(theta, init="random")
-    torch.save(theta, tmp_path / "theta.pt")
-    torch.save({"config": {"init": "random"}, "state_dict": regulators.state_dict()},
-               tmp_path / "phi.pt")  # fmt: skip
+    options = {"n_ctx": n_ctx, "init_words": None}
+    save_meta_prompt(folder, theta, regulators, {"init": "random"}, "coop", options, {})
+    return theta, regulators
+
+
+def test_a_from_meta_row_takes_learner_options_theta_and_a_frozen_regulator(tmp_path, tiny_clip):
+    import torch
+
+    from pipeline.config import read_method
+    from pipeline.downstream import meta_run_key
+    from pipeline.meta.artifacts import load_meta_prompt
+
+    theta, regulators = write_meta_variant(tmp_path / "gram" / "coop", tiny_clip)
     params = {"finetune": {
         "train": {"epochs": 1},
-        "methods": {"coop_gram": {"learner": "coop", "n_ctx": 2, "init_words": None,
-                                  "init_state": str(tmp_path / "theta.pt"),
-                                  "regulator": str(tmp_path / "phi.pt"), "lr": 0.1}},
+        "methods": {"coop_gram": {"from_meta": "coop", "train": {"lr": 0.1}}},
     }}  # fmt: skip
-    method = stage["Method"](params, "coop_gram", seed=1)
-    assert method.kind == "coop" and method.config.lr == 0.1 and method.config.epochs == 1
-    assert method.options == {"n_ctx": 2, "init_words": None}
-    assert torch.equal(method.init_state()["text_ctx"], theta["text_ctx"])
+    method = read_method(params, "coop_gram", seed=1, gram_models=tmp_path / "gram")
+    assert method.learner == "coop" and method.train.lr == 0.1 and method.train.epochs == 1
+    assert method.options == {"n_ctx": 2, "init_words": None}  # from learner.json
+    meta = load_meta_prompt(method.meta_dir)
+    assert torch.equal(meta.theta["text_ctx"], theta["text_ctx"])
     grads = {"text_ctx": torch.randn(2, tiny_clip.text_width)}
     with torch.no_grad():
         expected = regulators(grads)["text_ctx"]
-    torch.testing.assert_close(method.gradient_transform(learner)(grads)["text_ctx"], expected)
-    params["finetune"]["train"]["epoch"] = 3
-    with pytest.raises(ParamError, match="finetune.train.epoch "):
-        stage["Method"](params, "coop_gram", seed=1)
+    torch.testing.assert_close(meta.gradient_transform()(grads)["text_ctx"], expected)
+    assert meta_run_key(method.meta_dir, "coop") != meta_run_key(None, "coop")
+
+
+def test_bad_rows_name_the_key_the_user_wrote(tmp_path, tiny_clip):
+    from pipeline.config import read_method
+    from pipeline.params import ParamError
+
+    write_meta_variant(tmp_path / "gram" / "coop", tiny_clip)
+
+    def read(row, shared=None):
+        params = {"finetune": {"train": shared or {"epochs": 1}, "methods": {"m": row}}}
+        return read_method(params, "m", seed=1, gram_models=tmp_path / "gram")
+
+    with pytest.raises(ParamError, match="finetune.train.epoch is not one of"):
+        read({"learner": "coop"}, shared={"epoch": 3})
+    with pytest.raises(ParamError, match=r"finetune.methods.m.train.lr = -1: must be >= 0"):
+        read({"learner": "coop", "train": {"lr": -1}})
+    with pytest.raises(ParamError, match="finetune.methods.m.n_ctx is not one of"):
+        read({"learner": "coop", "n_ctx": 4})  # options belong under options:
+    with pytest.raises(ParamError, match="finetune.methods.m.options.lambda = 3"):
+        read({"learner": "prograd", "options": {"lambda": 3}})
+    with pytest.raises(ParamError, match="finetune.methods.m.options: a from_meta row"):
+        read({"from_meta": "coop", "options": {"n_ctx": 4}})
+    with pytest.raises(ParamError, match="from_meta = 'vpt'.*learner.json is missing"):
+        read({"from_meta": "vpt"})
+    params = {"meta": {"variants": {"coop": {}}},
+              "finetune": {"train": {}, "methods": {"m": {"from_meta": "cop"}}}}  # fmt: skip
+    with pytest.raises(ParamError, match=r"from_meta = 'cop': must be one of meta.variants"):
+        read_method(params, "m", seed=1, gram_models=tmp_path / "gram")
+    card = tmp_path / "gram" / "coop" / "learner.json"
+    card.write_text(card.read_text().replace('"n_ctx"', '"n_tokens"'))
+    with pytest.raises(ParamError, match=r"coop/learner.json: options.n_tokens is not an option"):
+        read({"from_meta": "coop"})
+    with pytest.raises(ParamError, match="finetune.methods has no row 'x'"):
+        read_method({"finetune": {"train": {}, "methods": {}}}, "x", seed=1)
+
+
+def test_bad_data_is_reported_before_the_backbone_loads(workdir, monkeypatch, capsys):
+    def no_backbone(config):
+        raise AssertionError("the backbone was loaded before the data were checked")
+
+    monkeypatch.setattr("pipeline.backbones.load_backbone", no_backbone)
+    Path("data/shapes2/split_shapes2.json").write_text("{not json")
+    for script, args in (("finetune.py", ("--method", "zeroshot", "--seed", "1")),
+                         ("zeroshot.py", ())):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            run_stage(script, *args, monkeypatch=monkeypatch)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "split_shapes2.json" in err, err

@@ -20,7 +20,7 @@ def _optional_int(params: dict[str, Any], key: str, low: int) -> int | None:
 def _flag(params: dict[str, Any], key: str) -> bool:
     value = get(params, key)
     if not isinstance(value, bool):
-        raise ParamError(f"params.yaml: {key} = {value!r} must be true or false")
+        raise ParamError(f"params.yaml: {key} = {value!r}: must be true or false")
     return value
 
 

@@ -6,10 +6,12 @@ given instead, from a folder of ``<key>.jpg`` files.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageDraw
 
 from ..decode import open_rgb
@@ -82,3 +84,39 @@ def domain_montage(
             else:
                 draw.rectangle((left, top, left + thumb - 1, top + thumb - 1), outline="#bbbbbb")
     return canvas
+
+
+def write_domain_montages(
+    table: pd.DataFrame,
+    features: np.ndarray,
+    n_topics: int,
+    n_images: int,
+    shards: Sequence[Path],
+    out: str | Path,
+) -> None:
+    """One montage per topic of the ``n_topics`` largest (ties: lower id first), a row of
+    ``n_images`` typical images per visual domain, written to ``out/<id>_<word>.png``."""
+    out = Path(out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    counts = table["topic_id"].value_counts()
+    by_size = counts.index.to_numpy()[np.lexsort((counts.index, -counts.to_numpy()))]
+    chosen = sorted(by_size[: n_topics])
+    plan = {}
+    for topic in chosen:
+        rows = np.flatnonzero(table["topic_id"].to_numpy() == topic)
+        domains = table["domain"].to_numpy()[rows]
+        plan[topic] = [
+            (f"domain {d} ({np.sum(domains == d)})",
+             table["key"].to_numpy()[typical_rows(features, rows[domains == d],
+                                                  n_images)].tolist())
+            for d in range(domains.max() + 1)
+        ]
+    wanted = {key for rows in plan.values() for _, keys in rows for key in keys}
+    images = load_images(wanted, shards=shards)
+    if len(images) < len(wanted):
+        print(f"domains: {len(wanted) - len(images)} montage images not found in the shards")
+    for topic, rows in plan.items():
+        word = table.loc[table["topic_id"] == topic, "topic_word"].iloc[0]
+        montage = domain_montage(f"topic {topic}: {word}", rows, images)
+        montage.save(out / f"{topic:03d}_{word}.png")

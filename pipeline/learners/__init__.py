@@ -1,8 +1,10 @@
 """Prompt learners: zero-shot CLIP, CoOp, CoCoOp, ProGrad, VPT and the joint (UNIGRAM) learner.
 
-``build_learner(kind, backbone, classnames, ...)`` builds one from its ``params.yaml``
-options; see ``base.py`` for the shared shape (``prompt_parameters``, ``logits``,
-``training_gradients``, functional use through ``torch.func.functional_call``).
+``build_learner(kind, backbone, classnames, options)`` builds one from its checked options
+(``pipeline.config.check_learner``); see ``base.py`` for the shared shape
+(``prompt_parameters``, ``logits``, ``training_gradients``, functional use through
+``torch.func.functional_call``) and what a learner declares it needs (``teacher``,
+``regulator_channel_dims``).
 """
 
 from __future__ import annotations
@@ -10,14 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..backbones import Backbone
-from ..params import ParamError, check_range
 from .base import DEFAULT_TEMPLATE, Batch, PromptLearner, StepOutput, ZeroShot
 from .cocoop import CoCoOp
-from .coop import CoOp, ProGrad, prograd_projection, soft_cross_entropy
+from .coop import CoOp
+from .prograd import ProGrad, prograd_projection, soft_cross_entropy
 from .visual import VPT, JointPrompt
 
 __all__ = [
-    "KINDS",
+    "LEARNERS",
     "VPT",
     "Batch",
     "CoCoOp",
@@ -33,18 +35,17 @@ __all__ = [
     "template_words",
 ]
 
-#: learner kind -> (class, options it accepts)
-KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
-    "zeroshot": (ZeroShot, ()),
-    "coop": (CoOp, ("n_ctx", "init_words", "class_specific")),
-    "cocoop": (CoCoOp, ("n_ctx", "init_words")),
-    "prograd": (ProGrad, ("n_ctx", "init_words", "class_specific", "lam", "temperature")),
-    "vpt": (VPT, ("n_tokens", "depth", "pad_width", "init_std", "pixel_init_std",
-                  "text_template")),
-    "joint": (JointPrompt, ("n_ctx", "init_words", "n_tokens", "depth", "pad_width", "init_std",
-                            "pixel_init_std")),
-}  # fmt: skip
-
+#: learner kind (params.yaml ``learner:``) -> class
+LEARNERS: dict[str, type[PromptLearner]] = {
+    "zeroshot": ZeroShot,
+    "coop": CoOp,
+    "cocoop": CoCoOp,
+    "prograd": ProGrad,
+    "vpt": VPT,
+    "joint": JointPrompt,
+}
+#: option names that are not the constructor's (``lambda`` is a Python keyword)
+ARGUMENT_NAMES = {"lambda": "lam"}
 TEMPLATE_WORDS = "template"
 
 
@@ -69,38 +70,17 @@ def build_learner(
     template: str = DEFAULT_TEMPLATE,
     prograd_template: str | None = None,
     seed: int = 0,
-    where: str = "finetune",
 ) -> PromptLearner:
-    """A learner of ``kind`` for ``classnames``; ``options`` come from params.yaml at ``where``.
-
-    ``init_words: template`` means the dataset's ProGrad template words (ProGrad's default).
-    """
-    if kind not in KINDS:
-        raise ParamError(f"params.yaml: {where}.learner = {kind!r} must be one of {list(KINDS)}")
-    cls, accepted = KINDS[kind]
-    options = dict(options or {})
-    if "lambda" in options:  # ProGrad's name for it; a Python keyword
-        options["lam"] = options.pop("lambda")
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ParamError(
-            f"params.yaml: {where}.{unknown[0]} is not an option of the {kind} learner "
-            f"(options: {list(accepted)})"
-        )
-    for key in ("n_ctx", "n_tokens", "depth", "pad_width"):
-        if options.get(key) is not None:
-            check_range(f"{where}.{key}", options[key], 1, 4096, integer=True)
-    if "lam" in options:
-        check_range(f"{where}.lam", options["lam"], 0.0, 1.0)
-    if "temperature" in options:
-        check_range(f"{where}.temperature", options["temperature"], 1e-6, None)
+    """A learner of ``kind`` for ``classnames`` with ``options`` (its constructor's keywords,
+    ``lambda`` for ProGrad's ``lam``). ``init_words: template`` means the dataset's ProGrad
+    template words (ProGrad's default). Bad options raise ``ValueError``."""
+    if kind not in LEARNERS:
+        raise ValueError(f"learner {kind!r} must be one of {list(LEARNERS)}")
+    options = {ARGUMENT_NAMES.get(k, k): v for k, v in (options or {}).items()}
     if options.get("init_words") == TEMPLATE_WORDS:
         options["init_words"] = template_words(prograd_template or template)
     if kind == "zeroshot":
         return ZeroShot(backbone, classnames, template)
     if kind == "vpt":
         options["template"] = template
-    try:
-        return cls(backbone, classnames, seed=seed, **options)
-    except ValueError as error:
-        raise ParamError(f"params.yaml: {where}: {error}") from error
+    return LEARNERS[kind](backbone, classnames, seed=seed, **options)

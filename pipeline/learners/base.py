@@ -22,9 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backbones import Backbone, cosine_logits
-from ..zeroshot import class_prompts, text_classifier
-
-DEFAULT_TEMPLATE = "a photo of a {}."
+from ..data.templates import DEFAULT_TEMPLATE
+from ..zeroshot import hand_written_prompts, text_classifier
 
 
 @dataclass
@@ -88,6 +87,17 @@ class PromptLearner(nn.Module):
         """What ``Backbone.encode_image`` takes as ``visual_prompt`` (None: no prompt)."""
         return None
 
+    # -- what a learner needs besides its prompt ---------------------------------------------
+    def teacher(self, template: str, classnames: list[str]) -> Tensor | None:
+        """A frozen [C, D] classifier whose logits of each training sample the batches must
+        carry as ``teacher_logits`` (ProGrad's zero-shot CLIP); None: no teacher."""
+        return None
+
+    def regulator_channel_dims(self) -> dict[str, int]:
+        """GRAM's R_phi layout: prompt tensor name -> the axis that is the paper's d
+        (default: the last; README "Gradient regulator")."""
+        return {}
+
     # -- shared computation ------------------------------------------------------------------
     def image_features(self, batch: Batch) -> Tensor:
         prompt = self.visual_prompt_input()
@@ -131,7 +141,7 @@ def _correct(logits: Tensor, labels: Tensor) -> int:
 
 def hand_written_classifier(backbone: Backbone, template: str, classnames: list[str]) -> Tensor:
     """[C, D] frozen text features of one hand-written prompt per class (zero-shot CLIP)."""
-    return text_classifier(backbone, class_prompts(template, classnames)).to(backbone.device)
+    return text_classifier(backbone, hand_written_prompts(template, classnames)).to(backbone.device)
 
 
 class ZeroShot(PromptLearner):

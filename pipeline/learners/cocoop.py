@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..backbones import Backbone
 from .base import DEFAULT_TEMPLATE, Batch, PromptLearner
-from .text import ClassPrompts, class_prompts, initial_context
+from .text import ClassPrompts, class_prompt_rows, initial_context
 
 
 class CoCoOp(PromptLearner):
@@ -53,7 +53,7 @@ class CoCoOp(PromptLearner):
 
     def set_classes(self, classnames: list[str], template: str = DEFAULT_TEMPLATE) -> None:
         self.classnames = list(classnames)
-        self.prompts: ClassPrompts = class_prompts(
+        self.prompts: ClassPrompts = class_prompt_rows(
             self.backbone, self.classnames, self.n_ctx, truncate=self.truncate
         )
 

@@ -17,12 +17,9 @@ import torch
 from torch import Tensor
 
 from ..backbones import Backbone, TokenizedText
+from ..zeroshot import prompt_ready
 
 PLACEHOLDER = "X"
-
-
-def prompt_ready(classname: str) -> str:
-    return classname.replace("_", " ")
 
 
 def count_tokens(backbone: Backbone, text: str) -> int:
@@ -85,18 +82,26 @@ class ClassPrompts:
 
 
 @torch.no_grad()
-def class_prompts(
-    backbone: Backbone, classnames: list[str], n_ctx: int, truncate: bool = True
+def class_prompt_rows(
+    backbone: Backbone,
+    classnames: list[str],
+    n_ctx: int,
+    truncate: bool = True,
+    frozen_words: str | None = None,
 ) -> ClassPrompts:
     """Tokenize ``"X X ... X {classname}."`` (``n_ctx`` placeholders) for every class.
 
     Only the frozen rows around the placeholders are kept; the placeholder rows are replaced
     by the learnable context, so which words initialised it does not matter here (words are
     split at spaces before sub-word tokenization, so the class-name rows are the same).
-    ``truncate=False`` keeps all context-length positions (the reference way, for benches).
+    ``frozen_words`` replaces the placeholders' text: its first ``n_ctx`` tokens are the
+    learnable rows, any further ones stay frozen before the class name (ProGrad's
+    word-counted initialisation). ``truncate=False`` keeps all context-length positions
+    (the reference way, for benches).
     """
-    context = " ".join([PLACEHOLDER] * n_ctx)
-    if count_tokens(backbone, context) != n_ctx:
+    context = frozen_words or " ".join([PLACEHOLDER] * n_ctx)
+    found = count_tokens(backbone, context)
+    if found < n_ctx or (frozen_words is None and found != n_ctx):
         raise ValueError(f"context text {context!r} does not tokenize to {n_ctx} tokens")
     texts = [f"{context} {prompt_ready(name)}." for name in classnames]
     tokens = backbone.tokenize(texts)

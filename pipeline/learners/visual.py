@@ -63,6 +63,10 @@ class VisualPromptMixin:
             return self.visual_prompt
         return self.visual_prompt * self.pixel_mask
 
+    def regulator_channel_dims(self) -> dict[str, int]:
+        # a pixel prompt [3, H, W]: its colour channels are d, each pixel a token
+        return {} if self.pixel_mask is None else {"visual_prompt": 0}
+
 
 class VPT(VisualPromptMixin, PromptLearner):
     """Visual prompt with a frozen hand-written text classifier.

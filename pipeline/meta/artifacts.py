@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .regulator import Regulators, build_regulators
 
 
@@ -75,7 +76,7 @@ def load_meta_prompt(directory: str | Path) -> MetaPrompt:
     directory = Path(directory)
     for name in ("theta.pt", "phi.pt", "learner.json"):
         if not (directory / name).exists():
-            raise FileNotFoundError(f"{directory / name}: missing (run the `meta_train` stage)")
+            raise UserError(f"{directory / name}: missing (run the `meta_train` stage)")
     theta = torch.load(directory / "theta.pt", map_location="cpu", weights_only=True)
     phi = torch.load(directory / "phi.pt", map_location="cpu", weights_only=True)
     prompts = {name: torch.zeros(shape) for name, shape in phi["shapes"].items()}

@@ -13,7 +13,6 @@ run leaves the same parameters and the same curves as an uninterrupted one.
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..io import save_atomic
 from .gram import InnerLoop, LossFn, Task, meta_gradients
 from .regulator import Regulators
 
@@ -137,10 +137,7 @@ def _pretrain_gradients(
 
 def save_checkpoint(trainer: MetaTrainer, path: Path, fingerprint: str) -> None:
     """Write then rename, so a kill during the write never leaves a torn checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"fingerprint": fingerprint, **trainer.state_dict()}, partial)
-    os.replace(partial, path)
+    save_atomic({"fingerprint": fingerprint, **trainer.state_dict()}, path)
 
 
 def try_resume(trainer: MetaTrainer, path: Path, fingerprint: str) -> bool:

@@ -1,0 +1,145 @@
+"""Accuracies of every run, aggregated over seeds and datasets as GRAM's tables report them:
+``metrics/downstream.json`` (means over seeds, ``std`` beside them in the same shape)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data import harmonic_mean
+from .protocol import PARTS, Protocols, set_nested
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard deviation over seeds (CoOp's parse_test_res.py: np.std, ddof 0)."""
+    array = np.asarray(values, dtype=float)
+    return round(float(array.mean()), 2), round(float(array.std()), 2)
+
+
+@dataclass
+class Aggregate:
+    """metrics/downstream.json: means over seeds, and ``std`` beside them in the same shape."""
+
+    means: dict = field(default_factory=dict)
+    std: dict = field(default_factory=dict)
+
+    def put(self, key: Sequence[str], values: Sequence[float]) -> None:
+        mean, std = _mean_std(values)
+        set_nested(self.means, key, mean)
+        set_nested(self.std, key, std)
+
+    def as_json(self, seeds: Sequence[int]) -> dict:
+        return {**self.means, "std": self.std, "seeds": list(seeds)}
+
+
+def _put_base_new(
+    out: Aggregate, key: tuple[str, ...], base: Sequence[float], new: Sequence[float]
+) -> None:
+    """Base and new over seeds; H of the mean base and mean new (std: of per-seed H)."""
+    out.put((*key, "base"), base)
+    out.put((*key, "new"), new)
+    out.put((*key, "h"), [harmonic_mean(b, n) for b, n in zip(base, new, strict=True)])
+    h = harmonic_mean(float(np.mean(base)), float(np.mean(new)))
+    set_nested(out.means, (*key, "h"), round(h, 2))
+
+
+def nested_get(tree: Mapping, key: Sequence[str]) -> float | None:
+    for part in key:
+        if not isinstance(tree, Mapping) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+SeedValues = Callable[[Sequence[str]], "list[float] | None"]
+
+
+def aggregate(results: Mapping[str, Mapping[int, Mapping]], protocols: Protocols) -> Aggregate:
+    """``results[method][seed]`` (nested run records) -> means and std over seeds.
+
+    Base-to-new: per dataset, H = harmonic mean of the seed-averaged base and new
+    accuracies; the "average" entry averages base and new over datasets FIRST and takes H of
+    those (GRAM Table 1a). Its std is over seeds of each seed's own average. Cross-dataset
+    and domain generalisation: "average" over the targets (not the source), as GRAM
+    Tables 2-3. Few-shot: "average" over the datasets of each shot count.
+    """
+    out = Aggregate()
+    for method, per_seed in results.items():
+        seeds = sorted(per_seed)
+
+        def values(key: Sequence[str], seeds=seeds, per_seed=per_seed) -> list[float] | None:
+            """The value at ``key`` of every seed (None unless all seeds have it)."""
+            found = [nested_get(per_seed[s], key) for s in seeds]
+            return None if any(v is None for v in found) else found
+
+        _base_to_new(out, method, values, protocols)
+        _generalisation(out, method, values, protocols)
+        _few_shot(out, method, values, protocols)
+    return out
+
+
+def _base_to_new(out: Aggregate, method: str, values: SeedValues, protocols: Protocols) -> None:
+    done = []
+    for name in protocols.datasets:
+        base, new = values(("base2new", name, "base")), values(("base2new", name, "new"))
+        if base is not None and new is not None:
+            _put_base_new(out, ("base2new", method, name), base, new)
+            done.append((base, new))
+    if done and len(done) == len(protocols.datasets):
+        base_avg = np.mean([d[0] for d in done], axis=0)  # per seed, over datasets
+        new_avg = np.mean([d[1] for d in done], axis=0)
+        _put_base_new(out, ("base2new", method, "average"), base_avg, new_avg)
+
+
+def _generalisation(out: Aggregate, method: str, values: SeedValues, protocols: Protocols) -> None:
+    for setting, source, targets in protocols.generalisation_settings():
+        found = {}
+        for name in ([source] if source else []) + list(targets):
+            v = values((setting, name))
+            if v is not None:
+                out.put((setting, method, name), v)
+                found[name] = v
+        target_values = [found[t] for t in targets if t in found]
+        if target_values and len(target_values) == len(targets):
+            out.put((setting, method, "average"), np.mean(target_values, axis=0))
+
+
+def _few_shot(out: Aggregate, method: str, values: SeedValues, protocols: Protocols) -> None:
+    for k in protocols.few_shot_shots:
+        found = []
+        for name in protocols.few_shot_datasets:
+            v = values(("few_shot", str(k), name))
+            if v is not None:
+                out.put(("few_shot", method, str(k), name), v)
+                found.append(v)
+        if len(found) > 1 and len(found) == len(protocols.few_shot_datasets):
+            out.put(("few_shot", method, str(k), "average"), np.mean(found, axis=0))
+
+
+def read_run_results(folder: Path, methods: Sequence[str], seeds: Sequence[int]) -> dict:
+    """``results[method][seed]``: the nested records of every part a finetune stage wrote
+    under ``folder/<method>/seed<seed>/<part>.json`` (methods or seeds not asked for are
+    left out even when older files exist)."""
+    results: dict[str, dict[int, dict]] = {}
+    for method in methods:
+        for seed in seeds:
+            merged: dict = {}
+            for part in PARTS:
+                path = folder / method / f"seed{seed}" / f"{part}.json"
+                if path.exists():
+                    _merge(merged, json.loads(path.read_text())["results"])
+            if merged:
+                results.setdefault(method, {})[seed] = merged
+    return results
+
+
+def _merge(into: dict, tree: Mapping) -> None:
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            _merge(into.setdefault(key, {}), value)
+        else:
+            into[key] = value

@@ -1,0 +1,142 @@
+"""Meta-training one prompt variant end to end (GRAM Algorithm 1; the ``meta_train`` stage
+around it parses arguments and writes the outputs).
+
+``mode``: ``gram`` (Algorithm 1), ``pretrain`` (GRAM Table 6, "- meta-learning": plain
+prompt pre-training on the cluster data; phi = identity) or ``none`` (Table 6, "joint
+textual & visual prompt tuning": no meta-training; theta = the learner's own random init,
+phi = identity).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from ..backbones import Backbone
+from ..io import open_live
+from ..learners import build_learner
+from .adapters import (
+    LearnerLoss,
+    PairFeatures,
+    PairImages,
+    keys_used,
+    pretrain_batches,
+    task_batches,
+)
+from .gram import InnerLoop
+from .regulator import Regulators, build_regulators
+from .supervised import LabelledSource, labelled_inputs
+from .trainer import MetaTrainer, run
+
+
+@dataclass(frozen=True)
+class VariantPaths:
+    """What meta-training reads and where it keeps its curves and checkpoint."""
+
+    tasks: Path = Path("data/tasks")
+    embeddings: Path = Path("data/pairs/embeddings.npz")
+    shards: Path = Path("data/pairs/shards")
+    live: Path = Path("plots/meta_train")
+    checkpoints: Path = Path(".cache/meta_train")
+
+
+@dataclass
+class MetaResult:
+    theta: dict[str, Tensor]
+    regulators: Regulators
+    regulator_config: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0  # this process only (not resumed steps)
+
+
+def fingerprint(cfg: dict, backbone_name: str, shards: list[Path]) -> str:
+    """Identity of a run: config, backbone and the task shards' bytes (checkpoint key)."""
+    digest = hashlib.sha256(json.dumps([cfg, backbone_name], sort_keys=True).encode())
+    for shard in shards:
+        digest.update(shard.read_bytes())
+    return digest.hexdigest()
+
+
+def summary(history: list[dict[str, float]], name: str) -> dict[str, float]:
+    """Mean of ``name`` over the first and the last tenth of the run (at least one step)."""
+    values = [h[name] for h in history if name in h]
+    if not values:
+        return {}
+    k = max(1, len(values) // 10)
+    return {
+        f"{name}_start": round(float(np.mean(values[:k])), 5),
+        f"{name}_end": round(float(np.mean(values[-k:])), 5),
+    }
+
+
+def meta_train_variant(
+    cfg: dict[str, Any],
+    backbone: Backbone,
+    tasks: list,
+    paths: VariantPaths = VariantPaths(),
+    labelled: LabelledSource | None = None,
+    params: dict | None = None,
+) -> MetaResult:
+    """theta* and R_phi of one variant (``pipeline.config.read_meta`` settings).
+
+    ``labelled`` (GRAM Table 6, "- CHC"): the tasks' images come from that labelled dataset
+    (``params`` gives its feature cache settings) instead of the image-text pairs.
+    """
+    learner = build_learner(
+        cfg["learner"], backbone, tasks[0].classnames, cfg["options"], seed=cfg["seed"]
+    )
+    theta = {name: p.detach().clone() for name, p in learner.prompt_parameters().items()}
+    regulator_config = {
+        **cfg["regulator"],
+        # only Algorithm 1 learns phi: the ablations fine-tune downstream with raw gradients
+        "kind": cfg["regulator"]["kind"] if cfg["mode"] == "gram" else "identity",
+        "channel_dims": learner.regulator_channel_dims(),
+    }
+    result = MetaResult(theta, build_regulators(theta, **regulator_config), regulator_config)
+    if cfg["mode"] == "none" or cfg["steps"] == 0:
+        return result
+    device = backbone.device
+    features, images = None, None
+    if labelled is not None or learner.needs_images:
+        keys = keys_used(tasks, cfg["steps"], cfg["tasks_per_batch"], cfg["seed"])
+    if labelled is not None:
+        features, images = labelled_inputs(labelled, backbone, keys, learner.needs_images, params)
+    elif learner.needs_images:
+        images = PairImages(paths.shards, sorted(keys), backbone.image_transform(train=False))
+    else:
+        features = PairFeatures(paths.embeddings)
+    make = task_batches if cfg["mode"] == "gram" else pretrain_batches
+    batches = make(tasks, cfg["tasks_per_batch"], cfg["seed"], features, images, device)
+    trainer = MetaTrainer(
+        LearnerLoss(learner),
+        theta,
+        result.regulators.to(device),
+        InnerLoop(cfg["alpha"], cfg["inner_steps"], cfg["second_order"]),
+        cfg["optimizer"],
+        cfg["lr_theta"],
+        cfg["lr_phi"],
+        cfg["mode"],
+    )
+    shards = sorted(Path(paths.tasks).glob("tasks-*.tar"))
+    started = time.perf_counter()
+    with open_live(paths.live / cfg["variant"]) as live:
+        result.history = run(
+            trainer,
+            batches,
+            cfg["steps"],
+            checkpoint=paths.checkpoints / f"{cfg['variant']}.pt",
+            fingerprint=fingerprint(cfg, backbone.name, shards),
+            checkpoint_every=cfg["checkpoint_every"],
+            alignment_every=cfg["alignment_every"],
+            live=live,
+        )
+    result.theta = trainer.theta
+    result.seconds = time.perf_counter() - started
+    return result
