@@ -35,6 +35,12 @@ CORE = [
 VARIANTS = ["ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR"]
 META_VARIANTS = ["coop", "vpt", "unigram"]
 UPSTREAM = ["zeroshot", *(f"meta_train@{v}" for v in META_VARIANTS)]
+#: the paper keys the finetune path does not read yet (README "Profiles"); an error naming one
+#: of them is the known gap, any other failure is a bug
+PENDING_KEYS = re.compile(
+    r"finetune\.methods\.\w+\.(options|train)\b|finetune\.augment\.mode|lambda_overrides"
+    r"|init_count|evaluate\.few_shot\.epochs"
+)
 #: 70 captions = 7 subjects x 5 styles x 2 places: clusters for HDBSCAN at min_cluster_size 5
 PAIRS = 70
 
@@ -169,3 +175,70 @@ def test_zeroshot_covers_all_fifteen_datasets(upstream_run):
     assert sorted(zeroshot) == sorted(CORE + VARIANTS)
     assert zeroshot["ImageNetA"]["num_classes"] == 2  # A and R keep a subset of the classes
     assert zeroshot["ImageNet"]["num_classes"] == 3
+
+
+@pytest.fixture(scope="module")
+def full_run(upstream_run):
+    """``dvc repro`` of the whole DAG (the upstream stages are already done)."""
+    result = _run(DVC + ["repro"], upstream_run, check=False)
+    return upstream_run, result
+
+
+def _skip_if_pending(full_run) -> Path:
+    """xfail when the run stopped on a paper key the finetune path does not read yet."""
+    root, result = full_run
+    if result.returncode != 0:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        pending = [line for line in errors if PENDING_KEYS.search(line)]
+        if pending:
+            pytest.xfail(
+                "the finetune stages do not read the paper profile's finetune.methods rows "
+                "{learner, options, train} (nor finetune.augment.mode, "
+                "finetune.methods.prograd.options.lambda_overrides / init_count, "
+                f"evaluate.few_shot.epochs / epochs_by_dataset) yet: {pending[0]}"
+            )
+        output = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        pytest.fail(f"dvc repro failed:\n{output}")
+    return root
+
+
+def test_every_stage_ran_and_is_up_to_date(full_run):
+    root = _skip_if_pending(full_run)
+    stages = _run(DVC + ["stage", "list", "--name-only"], root).stdout.split()
+    locked = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert set(stages) == set(locked)
+    assert {"finetune@coop-1", "finetune_fewshot@vpt-1", "finetune_gram@unigram-1"} <= set(stages)
+    assert json.loads(_run(DVC + ["status", "--json"], root).stdout) == {}
+
+
+def test_every_method_wrote_its_runs(full_run, params):
+    root = _skip_if_pending(full_run)
+    runs = root / "results" / "downstream" / "runs"
+    for method in params["methods"]:
+        assert (runs / method / "seed1" / "main.json").is_file(), method
+        assert (runs / method / "seed1" / "few_shot.json").is_file(), method
+    for method in params["gram_methods"]:
+        assert (runs / method / "seed1" / "main.json").is_file(), method
+
+
+def test_evaluate_has_a_row_per_method_and_a_column_per_dataset(full_run, params):
+    root = _skip_if_pending(full_run)
+    downstream = _metrics(root, "downstream")
+    rows = set(params["methods"] + params["gram_methods"])
+    columns = {
+        "base2new": set(CORE) | {"average"},
+        "domain_generalization": {"ImageNet", *VARIANTS, "average"},
+        "cross_dataset": {*CORE, "average"},
+    }
+    for table, wanted in columns.items():
+        assert set(downstream[table]) == rows, table
+        for method, cells in downstream[table].items():
+            assert set(cells) == wanted, (table, method)
+    assert set(downstream["few_shot"]) == set(params["methods"])
+    for method, curve in downstream["few_shot"].items():
+        assert set(curve) == {"1", "2", "4", "8", "16"}, method
+        assert all(set(by_dataset) == set(CORE) for by_dataset in curve.values()), method
+    tables = (root / "results" / "tables.md").read_text()
+    header = "|  | Source: ImageNet | " + " | ".join(VARIANTS) + " | Average |"
+    assert header in tables
+    assert "|  | Source: ImageNet | " + " | ".join(CORE[1:]) + " | Average |" in tables
