@@ -5,6 +5,7 @@ OpenAI ships them, or a TorchScript archive) is loaded through the backbone unde
 architecture name, and must give exactly the features of the QuickGELU model built directly.
 """
 
+import logging
 import warnings
 
 import pytest
@@ -86,6 +87,20 @@ def test_openai_checkpoint_gets_quick_gelu_under_the_plain_name(tmp_path, save):
     with torch.no_grad():
         images = torch.randn(2, 3, 32, 32)
         assert not torch.allclose(gelu.encode_image(images), reference.encode_image(images))
+
+
+def test_a_loaded_checkpoint_is_not_reported_as_a_random_model(tmp_path, caplog):
+    _, path = save_openai_state_dict(tmp_path)
+
+    def random_init_warnings():
+        return [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+
+    caplog.clear()  # the reference model above was built without weights
+    with caplog.at_level(logging.WARNING):
+        load(TINY, str(path))
+        assert not random_init_warnings()
+        load(TINY, None)  # a random model (tests) still says so
+    assert random_init_warnings()
 
 
 def test_openai_checkpoint_under_the_quickgelu_name_is_the_same_model(tmp_path):

@@ -18,7 +18,9 @@ until 3.3), so the installed version must be in ``OPEN_CLIP_VERSIONS``.
 
 from __future__ import annotations
 
+import logging
 import os
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -59,6 +61,23 @@ def import_open_clip():
     return open_clip
 
 
+@contextmanager
+def _without_random_init_warning():
+    """Drop open_clip's "Model initialized randomly" warning: it is logged whenever
+    ``create_model`` gets no tag, also when a local checkpoint is loaded strictly right
+    after, where it would tell a user of OpenAI's weights that they run a random model."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+    root = logging.getLogger()  # open_clip logs through logging.warning
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def build_clip(model: str, pretrained: str | None, cache_dir: str | None):
     """open_clip's CLIP for (model, pretrained), with the activation the weights need.
 
@@ -74,7 +93,8 @@ def build_clip(model: str, pretrained: str | None, cache_dir: str | None):
         force = checkpoint.openai_format and checkpoints.check_activation(
             model, pretrained, weights_quick_gelu=True
         )
-        clip_model = open_clip.create_model(model, pretrained=None, force_quick_gelu=force)
+        with _without_random_init_warning():
+            clip_model = open_clip.create_model(model, pretrained=None, force_quick_gelu=force)
         checkpoints.check_metadata(checkpoint, clip_model, model)
         checkpoints.load_weights(clip_model, checkpoint, model)
         return clip_model, force
