@@ -142,15 +142,16 @@ def fit_ours(docs, embeddings, args):
 
     model = TopicModel(
         embedder=None,
-        reducer=make_reducer(n_epochs=args.ours_epochs, init=args.ours_init,
+        reducer=make_reducer(args.ours_backend, n_epochs=args.ours_epochs, init=args.ours_init,
                              random_state=args.seed, knn_cache=args.knn_cache),
-        clusterer=make_clusterer(min_cluster_size=10),
+        clusterer=make_clusterer(args.ours_backend, min_cluster_size=10),
         fit_sample_size=args.ours_sample,
     )
     result = model.fit(docs, embeddings)
     cached = getattr(model.reducer, "last_fit_cached", None)
     graph = {None: "", False: ", k-NN computed+cached", True: ", k-NN from cache"}[cached]
-    return result.labels, f"ours (sample {args.ours_sample}, epochs {args.ours_epochs}{graph})"
+    return result.labels, (f"ours ({args.ours_backend}, sample {args.ours_sample}, "
+                           f"epochs {args.ours_epochs}{graph})")
 
 
 def worker(args) -> None:
@@ -172,7 +173,8 @@ def run_one(method: str, size: int, args, seed: int, extra_env: dict | None = No
     """One fit in a fresh process: its time, and its whole-process peak memory (ru_maxrss)."""
     command = [sys.executable, __file__, "--worker", method, "--size", str(size),
                "--cache", args.cache, "--jitter", str(args.jitter), "--seed", str(seed),
-               "--ours-init", args.ours_init, "--corpus", args.corpus]
+               "--ours-init", args.ours_init, "--corpus", args.corpus,
+               "--ours-backend", args.ours_backend]
     for flag, value in (("--ours-sample", args.ours_sample), ("--ours-epochs", args.ours_epochs),
                         ("--corpus-size", args.corpus_size), ("--knn-cache", args.knn_cache)):
         if value is not None:
@@ -203,9 +205,12 @@ def bench_size(size: int, args) -> None:
     and, with ``--ours-warm``, ours again with both caches filled: times, memory, ARI."""
     cache = Path(args.cache)
     seeds = [args.seed + i for i in range(args.bertopic_seeds)]
-    records = [run_one(f"bertopic_s{seed}", size, args, seed) for seed in seeds]
-    for record in records:
-        show(record, size)
+    records = []
+    for seed in seeds if "bertopic" in args.methods.split(",") else []:
+        records.append(run_one(f"bertopic_s{seed}", size, args, seed))
+        show(records[-1], size)
+    if "ours" not in args.methods.split(","):
+        return
     numba_dir = cache / "numba_ours"
     runs = ["ours_cold"] + (["ours_warm"] if args.ours_warm else [])
     if args.knn_cache:
@@ -215,13 +220,23 @@ def bench_size(size: int, args) -> None:
         record = run_one(run, size, args, args.seed, {"NUMBA_CACHE_DIR": str(numba_dir)})
         records.append(record)
         show(record, size)
-    anchor = records[0]
+    names = [f"bertopic_s{seed}" for seed in seeds]
+    if not all((cache / f"labels_{name}_{size}.npy").exists() for name in names):
+        return  # ours alone, without BERTopic's labels from an earlier run: no ARI
+    if len(records) > len(runs):
+        report_ratios(records[0], records[len(seeds):], size)
+    report_ari(cache, names, runs, size)
+
+
+def report_ratios(anchor: dict, ours: list[dict], size: int) -> None:
     print(f"\nratios at {size} against {anchor['method']} (time, peak memory):")
-    for record in records[len(seeds):]:
+    for record in ours:
         print(f"  {record['method']:<12} {anchor['seconds'] / record['seconds']:5.2f}x faster, "
               f"{record['peak_mb'] / anchor['peak_mb']:.2f}x memory, noise "
               f"{record['noise'] - anchor['noise']:+.3f} vs BERTopic")
-    names = [f"bertopic_s{seed}" for seed in seeds]
+
+
+def report_ari(cache: Path, names: list[str], runs: list[str], size: int) -> None:
     spread = [ari(cache, a, b, size) for i, a in enumerate(names) for b in names[i + 1:]]
     print(f"ARI at {size}: BERTopic against itself (seed pairs) "
           + ", ".join(f"{x:.3f}" for x in spread)
@@ -255,6 +270,10 @@ def main() -> None:
     parser.add_argument("--ours-sample", type=int, default=None)
     parser.add_argument("--ours-epochs", type=int, default=None)
     parser.add_argument("--ours-init", default="spectral")
+    parser.add_argument("--ours-backend", default="cpu", choices=["cpu", "cuml"],
+                        help="topics.backend of ours (cuml: on a GPU with RAPIDS cuML)")
+    parser.add_argument("--methods", default="bertopic,ours",
+                        help="bertopic, ours, or both (ours alone: ARI needs earlier labels)")
     parser.add_argument("--knn-cache", default=None,
                         help="ours: keep the k-NN graph here (emptied before the cold run)")
     parser.add_argument("--ours-warm", action="store_true",
