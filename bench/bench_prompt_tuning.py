@@ -66,15 +66,23 @@ CONFIGS = {
 }
 
 
-def seconds_per_call(fn, steps: int, device: torch.device) -> float:
-    fn()  # warm-up: first-call allocations
+def interleaved_seconds(fns, calls_per_round, rounds: int, device: torch.device) -> list[float]:
+    """Seconds per call of each of ``fns``, timed in ``rounds`` rounds that run every function
+    in turn (``calls_per_round`` calls each), so that a change in the machine's load during
+    the run reaches the reference and our way alike. One untimed warm-up call each first."""
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
+    for fn in fns:
         fn()
-    sync()
-    return (time.perf_counter() - start) / steps
+    totals = [0.0] * len(fns)
+    for _ in range(rounds):
+        for i, (fn, calls) in enumerate(zip(fns, calls_per_round, strict=True)):
+            sync()
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            sync()
+            totals[i] += time.perf_counter() - start
+    return [t / (rounds * c) for t, c in zip(totals, calls_per_round, strict=True)]
 
 
 def sgd_step(learner, make_batch):
@@ -123,8 +131,9 @@ def main() -> None:
     parser.add_argument("--backbone", choices=["vit-b-16", "embedded"], default="vit-b-16")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps of ours")
-    parser.add_argument("--reference-steps", type=int, default=1, help="timed reference steps")
+    parser.add_argument("--steps", type=int, default=3, help="our steps per round")
+    parser.add_argument("--reference-steps", type=int, default=1,
+                        help="rounds: each times one reference step and --steps of ours")
     parser.add_argument("--batch-size", type=int, default=32, help="CoOp/ProGrad batch (32)")
     parser.add_argument("--eval-images", type=int, default=64)
     parser.add_argument("--configs", default="official,gram")
@@ -158,13 +167,12 @@ def main() -> None:
     rows = []
 
     def compare(config, name, make, with_teacher, n, backwards, steps):
-        reference = seconds_per_call(
-            sgd_step(make(False), lambda: reference_batch(with_teacher, n)),
-            args.reference_steps, device)  # fmt: skip
         ours_learner = make(True)
-        ours = seconds_per_call(
-            sgd_step(ours_learner, lambda: cached_batch(with_teacher, n)), steps, device)
-        text = seconds_per_call(text_pass(ours_learner, features[:1], backwards), steps, device)
+        reference, ours, text = interleaved_seconds(
+            [sgd_step(make(False), lambda: reference_batch(with_teacher, n)),
+             sgd_step(ours_learner, lambda: cached_batch(with_teacher, n)),
+             text_pass(ours_learner, features[:1], backwards)],
+            [1, steps, steps], args.reference_steps, device)  # fmt: skip
         rows.append((config, name, reference, ours, text))
         print(f"{config:>8} {name:<24} reference {reference:8.3f} s  ours {ours:7.3f} s  "
               f"{reference / ours:6.1f}x  text share {text / ours:4.0%}", flush=True)  # fmt: skip
@@ -194,8 +202,9 @@ def main() -> None:
                 False, 1, 1, args.steps * 3)  # fmt: skip
         full = CoOp(backbone, CLASSNAMES, truncate=False, **coop)
         short = CoOp(backbone, CLASSNAMES, truncate=True, **coop)
-        reference = seconds_per_call(lambda m=full: evaluate(m, True), 1, device)
-        ours = seconds_per_call(lambda m=short: evaluate(m, False), args.steps, device)
+        reference, ours = interleaved_seconds(
+            [lambda m=full: evaluate(m, True), lambda m=short: evaluate(m, False)],
+            [1, args.steps], args.reference_steps, device)  # fmt: skip
         rows.append((config, f"eval pass ({n_eval} images)", reference, ours, None))
         print(f"{config:>8} {'eval pass':<24} reference {reference:8.3f} s  ours {ours:7.3f} s  "
               f"{reference / ours:6.1f}x", flush=True)  # fmt: skip
