@@ -22,6 +22,7 @@ cost no caching removes: a share near 100% means our step is at the bound of the
     python bench/bench_prompt_tuning.py | tee bench/results/prompt_tuning.txt
     python bench/bench_prompt_tuning.py --backbone embedded   # the offline default backbone
     python bench/bench_prompt_tuning.py --device cuda          # on a GPU (CUDA sync per step)
+    python bench/bench_prompt_tuning.py --model gram-tiny-vit --batch-size 4 --eval-images 8
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def build(args):
     if args.backbone == "embedded":
         backbone = create_backbone({"kind": "embedded", "embedded": {}})
     else:
-        config = {"model": "ViT-B-16", "pretrained": None}
+        config = {"model": args.model, "pretrained": None}
         backbone = create_backbone({"kind": "open_clip", "open_clip": config})
     return backbone.place(torch.device(args.device))
 
@@ -129,6 +130,8 @@ def build(args):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", choices=["vit-b-16", "embedded"], default="vit-b-16")
+    parser.add_argument("--model", default="ViT-B-16",
+                        help="open_clip model (gram-tiny-vit: a smoke test in seconds)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="our steps per round")
