@@ -95,3 +95,26 @@ def test_the_probe_is_reported_only_on_its_training_classes_and_is_deterministic
     few, _ = out["few_shot"]
     assert few == {"few_shot": {"1": {"fake": 100.0}, "2": {"fake": 100.0}}}
     assert _probe(seed=1) == out
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [([], "non-empty list"), ([1, 0], r"c_grid\[1\] = 0 is not > 0"), (["x"], r"c_grid\[0\]")],
+)
+def test_a_bad_c_grid_is_named_in_the_error(grid, message):
+    from pipeline.errors import ParamError
+    from stages.linear_probe import read_c_grid
+
+    with pytest.raises(ParamError, match=message):
+        read_c_grid({"evaluate": {"linear_probe": {"c_grid": grid}}})
+    assert read_c_grid({"evaluate": {"linear_probe": {"c_grid": [1, 10]}}}) == [1.0, 10.0]
+
+
+def test_negative_controls_must_be_dataset_names():
+    from pipeline.errors import ParamError
+    from stages.evaluate import read_controls
+
+    assert read_controls({"evaluate": {"negative_controls": ["digits"]}}) == ["digits"]
+    assert read_controls({"evaluate": {}}) == []
+    with pytest.raises(ParamError, match="evaluate.negative_controls"):
+        read_controls({"evaluate": {"negative_controls": "digits"}})
