@@ -18,10 +18,10 @@ from pathlib import Path
 
 from pipeline.aggregation import aggregate, headline, read_probe_results, read_run_results
 from pipeline.config import method_rows, read_protocols, read_seed
-from pipeline.errors import ParamError, UserError, run_stage
+from pipeline.errors import UserError, run_stage
 from pipeline.figures import few_shot_rows, finetune_curve_rows, table1_rows, write_csv
 from pipeline.io import write_json
-from pipeline.params import get, load_params
+from pipeline.params import ParamError, get, load_params
 from pipeline.report import PROBE, ROW_LABELS, row_order, tables_markdown
 
 RUNS = Path("results/downstream/runs")

@@ -23,10 +23,10 @@ from pipeline import backbones
 from pipeline.config import read_protocols, read_seed
 from pipeline.config.downstream import read_allow_fewer, read_evaluate, read_features
 from pipeline.downstream import Datasets
-from pipeline.errors import ParamError, run_stage
+from pipeline.errors import run_stage
 from pipeline.features import image_features
 from pipeline.io import write_json
-from pipeline.params import data_root, dataset_spec, get, load_params
+from pipeline.params import ParamError, data_root, dataset_spec, get, load_params
 from pipeline.probe import probe_evaluations, probe_part
 from pipeline.protocol import PARTS, evaluation_split, run_training_split
 

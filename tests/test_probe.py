@@ -102,7 +102,7 @@ def test_the_probe_is_reported_only_on_its_training_classes_and_is_deterministic
     [([], "non-empty list"), ([1, 0], r"c_grid\[1\] = 0 is not > 0"), (["x"], r"c_grid\[0\]")],
 )
 def test_a_bad_c_grid_is_named_in_the_error(grid, message):
-    from pipeline.errors import ParamError
+    from pipeline.params import ParamError
     from stages.linear_probe import read_c_grid
 
     with pytest.raises(ParamError, match=message):
@@ -111,7 +111,7 @@ def test_a_bad_c_grid_is_named_in_the_error(grid, message):
 
 
 def test_negative_controls_must_be_dataset_names():
-    from pipeline.errors import ParamError
+    from pipeline.params import ParamError
     from stages.evaluate import read_controls
 
     assert read_controls({"evaluate": {"negative_controls": ["digits"]}}) == ["digits"]
