@@ -175,3 +175,38 @@ def test_bad_params_name_the_key(workdir):
     bad_option["meta"]["variants"]["coop"]["options"]["n_tokens"] = 2
     with pytest.raises(ParamError, match="meta.variants.coop.options.n_tokens is not an option"):
         meta_train.settings(bad_option, "coop")
+
+
+def test_meta_validation_on_held_out_topics(workdir):
+    from pipeline.errors import UserError
+    from stages import meta_train, tasks
+
+    p = params(val_every=2)
+    p["tasks"].update(val_topics=3, val_tasks=4)
+    write_params(workdir, p)
+    tasks.main()
+    stats = json.loads((workdir / "metrics/tasks.json").read_text())
+    assert stats["topics_train"] == 3 and len(stats["val_topic_words"]) == 3
+    assert stats["val_shards"] == 1
+    meta_train.main("coop")
+    metrics = json.loads((workdir / "metrics/meta_train/coop.json").read_text())
+    assert metrics["val_tasks"] == 4 and metrics["val_every"] == 2
+    curve = (workdir / "plots/meta_train/coop/plots/metrics/val_query_loss.tsv").read_text()
+    rows = [line.split("\t") for line in curve.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["0", "2", "3"]  # every 2 steps and the final theta*
+    assert metrics["val_query_loss_start"] == round(float(rows[0][1]), 5)
+    assert metrics["val_query_loss_end"] == round(float(rows[-1][1]), 5)
+    assert metrics["val_query_loss_min"] == round(min(float(r[1]) for r in rows), 5)
+    # the visual variant preloads the held-out images too; val_max_tasks caps the set
+    p["meta"]["variants"]["unigram"].update(val_every=1, val_max_tasks=2)
+    write_params(workdir, p)
+    meta_train.main("unigram")
+    metrics = json.loads((workdir / "metrics/meta_train/unigram.json").read_text())
+    assert metrics["val_tasks"] == 2 and metrics["val_query_loss_min_step"] in (0, 1)
+    # validation asked for, no held-out tasks: an error naming the keys
+    p["tasks"].update(val_topics=0, val_tasks=0)
+    write_params(workdir, p)
+    tasks.main()
+    assert not (workdir / "data/tasks/val").exists()
+    with pytest.raises(UserError, match="meta.train.val_every: 2 .*tasks.val_topics"):
+        meta_train.main("coop")

@@ -100,3 +100,76 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
     other = make_trainer()
     run(other, batches, 1, tmp_path / "c.pt", "config-2", progress=False)
     assert other.step == 1
+
+
+def held_out():
+    """Fixed meta-validation tasks (their own generator: never the training batches')."""
+    g = torch.Generator().manual_seed(77)
+    return [
+        Task((torch.randn(4, D, generator=g), torch.randint(0, M, (4,), generator=g)),
+             (torch.randn(6, D, generator=g), torch.randint(0, M, (6,), generator=g)))
+        for _ in range(3)
+    ]
+
+
+def test_validation_is_the_query_loss_after_the_regulated_step_and_changes_nothing():
+    from pipeline.meta.gram import regulate
+
+    trainer = make_trainer()
+    trainer.train_step(batches(0))  # a non-trivial optimiser state and phi
+    theta = {n: t.detach().clone() for n, t in trainer.theta.items()}
+    phi = {n: t.detach().clone() for n, t in trainer.phi().items()}
+    optimizer = trainer.optimizer.state_dict()["state"][0]["exp_avg"].clone()
+    rng = torch.get_rng_state()
+    value = trainer.validate(held_out())
+    expected = []
+    for task in held_out():
+        p = theta["p"].clone().requires_grad_()
+        (g,) = torch.autograd.grad(softmax_loss({"p": p}, task.support), p)
+        g_hat = regulate(trainer.regulators, phi, {"p": g})["p"]
+        expected.append(float(softmax_loss({"p": theta["p"] - 0.5 * g_hat}, task.query)))
+    assert value == pytest.approx(sum(expected) / 3, rel=1e-6)
+    assert trainer.validation == {1: value}
+    assert torch.equal(trainer.theta["p"], theta["p"])
+    assert all(torch.equal(trainer.phi()[n], phi[n]) for n in phi)
+    assert torch.equal(trainer.optimizer.state_dict()["state"][0]["exp_avg"], optimizer)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(p.grad is None or not p.grad.isnan().any() for p in trainer.theta.values())
+
+
+def test_validating_leaves_training_unchanged_and_is_deterministic(tmp_path):
+    plain = make_trainer()
+    run(plain, batches, 5, progress=False)
+    runs = []
+    for _ in range(2):
+        trainer = make_trainer()
+        run(trainer, batches, 5, val_tasks=held_out, val_every=2, progress=False)
+        runs.append(trainer)
+    assert torch.equal(runs[0].theta["p"], plain.theta["p"])
+    assert runs[0].history == plain.history
+    assert sorted(runs[0].validation) == [0, 2, 4, 5]  # every 2 steps, and the final theta*
+    assert runs[0].validation == runs[1].validation
+    assert runs[0].validation[5] != runs[0].validation[0]  # measured at the moving theta
+
+
+def test_resume_keeps_the_validation_curve(tmp_path):
+    from dvclive import Live
+
+    straight = make_trainer()
+    with Live(str(tmp_path / "a"), save_dvc_exp=False, dvcyaml=None) as live:
+        run(straight, batches, 6, tmp_path / "a.pt", "cfg", checkpoint_every=2, live=live,
+            progress=False, val_tasks=held_out, val_every=2)
+    for stop in (3, None):  # interrupted, then resumed by a fresh process
+        resumed = make_trainer()
+        with Live(str(tmp_path / "b"), save_dvc_exp=False, dvcyaml=None) as live:
+            run(resumed, batches, 6, tmp_path / "b.pt", "cfg", checkpoint_every=2, live=live,
+                progress=False, val_tasks=held_out, val_every=2, stop_after=stop)
+    assert resumed.validation == straight.validation
+    assert sorted(resumed.validation) == [0, 2, 4, 6]
+    strip = lambda text: [line.split("\t")[1:] for line in text.splitlines()]  # noqa: E731
+    for curve in ("val_query_loss", "query_loss"):
+        a = (tmp_path / f"a/plots/metrics/{curve}.tsv").read_text()
+        b = (tmp_path / f"b/plots/metrics/{curve}.tsv").read_text()
+        assert strip(a) == strip(b)
+    rows = (tmp_path / "a/plots/metrics/val_query_loss.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in rows] == ["step", "0", "2", "4", "6"]

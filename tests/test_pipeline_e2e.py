@@ -79,8 +79,10 @@ def _tiny_params() -> dict:
     params["topics"]["umap"]["n_neighbors"] = 5
     params["topics"]["min_topics"] = 2
     params["domains"].update(k=2, min_points_per_domain=2, montage_topics=2, montage_images=2)
-    params["tasks"].update(ways=2, num_tasks=4, support_shots=1, query_shots=2)
-    params["meta"]["train"].update(steps=2, tasks_per_batch=1, checkpoint_every=1)
+    # a handful of topics: none to hold out for meta-validation
+    params["tasks"].update(ways=2, num_tasks=4, support_shots=1, query_shots=2, val_topics=0,
+                           val_tasks=0)
+    params["meta"]["train"].update(steps=2, tasks_per_batch=1, checkpoint_every=1, val_every=0)
     params["meta"]["variants"] = {
         "coop": {"learner": "coop", "options": {"n_ctx": 2, "init_words": None}},
         "vpt": {"learner": "vpt", "options": vit_visual},

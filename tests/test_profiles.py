@@ -38,6 +38,9 @@ SMOKE_MAY_CHANGE = {
     "meta.train.tasks_per_batch",
     "meta.train.checkpoint_every",
     "meta.train.alignment_every",
+    "meta.train.val_every",  # a handful of topics: none to hold out
+    "tasks.val_topics",
+    "tasks.val_tasks",
     *(f"meta.variants.{v}.{k}" for v in ("vpt", "unigram") for k in ("steps", "tasks_per_batch")),
     *(f"meta.variants.{v}.alignment_every" for v in ("vpt", "unigram")),
     "finetune.train.epochs",

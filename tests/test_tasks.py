@@ -10,6 +10,7 @@ from pipeline.meta.tasks import (
     TaskError,
     TaskSpec,
     read_task_shards,
+    sample_task_sets,
     sample_tasks,
     write_task_shards,
 )
@@ -178,3 +179,50 @@ def test_bad_table_errors_name_the_file(tmp_path):
     table.to_parquet(path)
     with pytest.raises(TaskError, match="labels several topics"):
         read_domains(path)
+
+
+BIG = {t: [4, 3, 3] for t in range(12)}
+
+
+def test_held_out_tasks_use_only_their_own_topics_and_are_seeded():
+    spec = TaskSpec(ways=3, support_shots=1, query_shots=3, num_tasks=30, seed=4,
+                    val_topics=4, val_tasks=10)
+    sets = sample_task_sets(domain_table(BIG), spec)
+    assert len(sets.train) == 30 and len(sets.val) == 10
+    train_topics = {t for task in sets.train for t in task.topic_ids}
+    val_topics = {t for task in sets.val for t in task.topic_ids}
+    assert len(val_topics) == 4 and not train_topics & val_topics  # disjoint by topic
+    assert len(train_topics) == 8  # every other topic still trains
+    train_keys = {k for task in sets.train for k in task.support.keys + task.query.keys}
+    val_keys = {k for task in sets.val for k in task.support.keys + task.query.keys}
+    assert not train_keys & val_keys
+    assert [t.task for t in sets.val] == list(range(10))
+    assert sets.stats["topics_train"] == 8
+    assert sets.stats["val_topic_words"] == [f"word{t}" for t in sorted(val_topics)]
+    again = sample_task_sets(domain_table(BIG).iloc[::-1].reset_index(drop=True), spec)
+    assert [t.to_json() for t in again.val] == [t.to_json() for t in sets.val]
+    assert [t.to_json() for t in again.train] == [t.to_json() for t in sets.train]
+    other = sample_task_sets(domain_table(BIG), TaskSpec(**{**spec.__dict__, "seed": 5}))
+    assert {t for task in other.val for t in task.topic_ids} != val_topics
+
+
+def test_no_held_out_topics_keeps_the_training_tasks():
+    spec = TaskSpec(ways=3, support_shots=1, query_shots=3, num_tasks=12, seed=2)
+    plain, _ = sample_tasks(domain_table(BIG), spec)
+    sets = sample_task_sets(domain_table(BIG), spec)
+    assert sets.val == [] and [t.to_json() for t in sets.train] == [t.to_json() for t in plain]
+
+
+@pytest.mark.parametrize(
+    "val_topics, val_tasks, message",
+    [
+        (2, 5, "tasks.val_topics: 2: 5 meta-validation tasks (tasks.val_tasks) of 3 ways need"),
+        (4, 0, "tasks.val_topics: 4: topics held out for no task"),
+        (10, 5, "tasks.val_topics: 10: of 12 usable topics, 2 are left for training"),
+    ],
+)
+def test_bad_held_out_sizes_name_the_key(val_topics, val_tasks, message):
+    spec = TaskSpec(ways=3, support_shots=1, query_shots=3, num_tasks=2,
+                    val_topics=val_topics, val_tasks=val_tasks)
+    with pytest.raises(TaskError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        sample_task_sets(domain_table(BIG), spec)

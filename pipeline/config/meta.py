@@ -21,15 +21,20 @@ META_OVERRIDABLE = {
     "steps": Bound(0, 10**7, integer=True),
     "tasks_per_batch": Bound(1, 10**5, integer=True),
     "alignment_every": Bound(0, None, integer=True),
+    # a pixel prompt and a token context want different step sizes
+    "alpha": Bound(0.0, None),
+    "lr_theta": Bound(0.0, None),
+    "lr_phi": Bound(0.0, None),
+    # meta-validation on the held-out tasks of ``tasks.val_tasks`` (null or 0: never)
+    "val_every": Bound(0, None, integer=True, nullable=True),
+    # how many of the held-out tasks each validation uses, the first ones (null: all)
+    "val_max_tasks": Bound(1, None, integer=True, nullable=True),
 }
 META_TRAIN = {
     "mode": Bound(choices=META_MODES),
     "inner_steps": Bound(1, 100, integer=True),
-    "alpha": Bound(0.0, None),
     "second_order": Bound(choices=(True, False)),
     "optimizer": Bound(choices=OPTIMIZERS),
-    "lr_theta": Bound(0.0, None),
-    "lr_phi": Bound(0.0, None),
     "seed": Bound(0, None, integer=True),
     "checkpoint_every": Bound(1, None, integer=True),
 }
@@ -86,6 +91,9 @@ class TasksConfig:
     num_tasks: int = bounded(200, 1, 10**7, integer=True)
     seed: int = bounded(0, 0, None, integer=True)
     support_sampling: str = bounded("one_domain", choices=SUPPORT_SAMPLING)
+    # held-out topics and the meta-validation tasks drawn from them (pipeline.meta.tasks)
+    val_topics: int = bounded(0, 0, 10**6, integer=True)
+    val_tasks: int = bounded(0, 0, 10**7, integer=True)
     tasks_per_shard: int = bounded(1000, 1, None, integer=True)
     # GRAM Table 6 "- CHC": tasks from a labelled dataset's train split instead of the topics
     # (read by pipeline.meta.supervised.labelled_source).

@@ -9,7 +9,8 @@
   the image encoder runs every step). Tasks from a labelled dataset (GRAM Table 6, "- CHC")
   read theirs through ``supervised.DatasetFeatures`` / ``DatasetImages``, same call shape.
 * :func:`task_batches` / :func:`pretrain_batches`: ``batches(step)`` for
-  :func:`pipeline.meta.trainer.run`, a pure function of (seed, step).
+  :func:`pipeline.meta.trainer.run`, a pure function of (seed, step); :func:`task_set`:
+  the held-out meta-validation tasks, all of them every time.
 """
 
 from __future__ import annotations
@@ -136,6 +137,18 @@ def keys_used(tasks: Sequence[MetaTask], steps: int, per_step: int, seed: int) -
     return used
 
 
+def as_task(
+    task: MetaTask, features: PairFeatures | None, images: PairImages | None,
+    device: str | torch.device = "cpu",
+) -> Task:
+    """A stored task as GRAM's (support, query) pair of :class:`ClassBatch`."""
+    support, query = (
+        class_batch(task.classnames, split.keys, split.labels, features, images, device)
+        for split in (task.support, task.query)
+    )
+    return Task(support, query)
+
+
 def task_batches(
     tasks: Sequence[MetaTask], per_step: int, seed: int,
     features: PairFeatures | None = None, images: PairImages | None = None,
@@ -144,17 +157,21 @@ def task_batches(
     """``batches(step)``: B tasks as (support, query) :class:`ClassBatch` pairs."""
 
     def batches(step: int) -> list[Task]:
-        out = []
-        for i in step_task_indices(len(tasks), per_step, seed, step):
-            t = tasks[i]
-            support, query = (
-                class_batch(t.classnames, split.keys, split.labels, features, images, device)
-                for split in (t.support, t.query)
-            )
-            out.append(Task(support, query))
-        return out
+        return [
+            as_task(tasks[i], features, images, device)
+            for i in step_task_indices(len(tasks), per_step, seed, step)
+        ]
 
     return batches
+
+
+def task_set(
+    tasks: Sequence[MetaTask], features: PairFeatures | None = None,
+    images: PairImages | None = None, device: str | torch.device = "cpu",
+) -> Callable[[], list[Task]]:
+    """``tasks()``: every task of a fixed set (the held-out ones), built again at each call
+    so that decoded images are not held between validations."""
+    return lambda: [as_task(t, features, images, device) for t in tasks]
 
 
 def pretrain_batches(

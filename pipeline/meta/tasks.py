@@ -12,7 +12,14 @@ A task samples ``ways`` topics (class names = topic words). For each class:
   share, +-1), then drawn without replacement inside each domain. So the query covers every
   domain that still has images once ``query_shots`` >= the number of domains.
 
-Support and query are disjoint (our choice: the paper is silent). A topic that cannot give
+Support and query are disjoint (our choice: the paper is silent).
+
+Meta-validation (our addition; the paper reports no held-out meta-loss): ``val_topics``
+usable topics, drawn with the seed, are HELD OUT: the ``num_tasks`` training tasks never
+use them and the ``val_tasks`` meta-validation tasks use only them, sampled the same way.
+Split by topic rather than by task, so a validation task's class names and images are
+never seen in meta-training: its query loss measures adaptation to new topics, which is
+what theta* and R_phi are for downstream. A topic that cannot give
 a task its images (no domain with ``support_shots`` images, or fewer than ``support_shots +
 query_shots`` images in all) is EXCLUDED from sampling and counted in the metrics; too few
 usable topics for ``ways`` is an error naming ``tasks.ways`` and why the others were excluded.
@@ -51,6 +58,14 @@ class TaskSpec:
     num_tasks: int = 100
     seed: int = 0
     support_sampling: str = "one_domain"
+    #: topics held out for the meta-validation tasks (0: none)
+    val_topics: int = 0
+    val_tasks: int = 0
+
+
+#: the random streams of the held-out split and of the validation tasks; the training tasks
+#: keep ``default_rng(seed)``, so ``val_topics: 0`` samples the tasks it always did
+SPLIT_STREAM, VAL_STREAM = 1, 2
 
 
 @dataclass
@@ -204,10 +219,26 @@ def sample_task(index: int, topics: Sequence[Topic], spec: TaskSpec, rng) -> Met
     return task
 
 
+@dataclass
+class TaskSets:
+    train: list[MetaTask]
+    val: list[MetaTask]
+    stats: dict
+
+
 def sample_tasks(
     table: pd.DataFrame, spec: TaskSpec, source: str = "domains.parquet"
 ) -> tuple[list[MetaTask], dict]:
-    """``spec.num_tasks`` tasks and the statistics for ``metrics/tasks.json``."""
+    """The training tasks and the statistics (see :func:`sample_task_sets`)."""
+    sets = sample_task_sets(table, spec, source)
+    return sets.train, sets.stats
+
+
+def sample_task_sets(
+    table: pd.DataFrame, spec: TaskSpec, source: str = "domains.parquet"
+) -> TaskSets:
+    """``spec.num_tasks`` training tasks, ``spec.val_tasks`` held-out ones on
+    ``spec.val_topics`` other topics, and the statistics for ``metrics/tasks.json``."""
     if spec.support_sampling not in SUPPORT_SAMPLING:
         raise TaskError(f"tasks.support_sampling: {spec.support_sampling!r}: must be one of "
                         f"{list(SUPPORT_SAMPLING)}")
@@ -223,9 +254,40 @@ def sample_tasks(
             f"{len(topics)} (excluded: {excluded}); lower tasks.ways or the shots, or get "
             "more pairs or topics"
         )
+    train_topics, val_topics = split_topics(usable, spec)
     rng = np.random.default_rng(spec.seed)
-    tasks = [sample_task(i, usable, spec, rng) for i in range(spec.num_tasks)]
-    return tasks, task_statistics(tasks, topics, reasons, noise_rows, spec)
+    train = [sample_task(i, train_topics, spec, rng) for i in range(spec.num_tasks)]
+    val_rng = np.random.default_rng([spec.seed, VAL_STREAM])
+    val = [sample_task(i, val_topics, spec, val_rng) for i in range(spec.val_tasks)]
+    stats = task_statistics(train, topics, reasons, noise_rows, spec)
+    stats.update(
+        topics_train=len(train_topics),
+        val_topic_words=[t.word for t in val_topics],
+        val_distinct_images=len({k for t in val for k in t.support.keys + t.query.keys}),
+    )
+    return TaskSets(train, val, stats)
+
+
+def split_topics(usable: Sequence[Topic], spec: TaskSpec) -> tuple[list[Topic], list[Topic]]:
+    """(training topics, held-out topics), both in topic-id order; each must hold a task."""
+    if spec.val_tasks > 0 and spec.val_topics < spec.ways:
+        raise TaskError(
+            f"tasks.val_topics: {spec.val_topics}: {spec.val_tasks} meta-validation tasks "
+            f"(tasks.val_tasks) of {spec.ways} ways need at least {spec.ways} held-out topics"
+        )
+    if spec.val_topics > 0 and spec.val_tasks == 0:
+        raise TaskError(f"tasks.val_topics: {spec.val_topics}: topics held out for no task; "
+                        "set tasks.val_tasks too (or val_topics: 0)")
+    if len(usable) - spec.val_topics < spec.ways:
+        raise TaskError(
+            f"tasks.val_topics: {spec.val_topics}: of {len(usable)} usable topics, "
+            f"{len(usable) - spec.val_topics} are left for training, fewer than tasks.ways = "
+            f"{spec.ways}; hold out fewer topics"
+        )
+    rng = np.random.default_rng([spec.seed, SPLIT_STREAM])
+    held = set(rng.choice(len(usable), spec.val_topics, replace=False).tolist())
+    train = [t for i, t in enumerate(usable) if i not in held]
+    return train, [t for i, t in enumerate(usable) if i in held]
 
 
 def task_statistics(tasks, topics, reasons, noise_rows, spec) -> dict:

@@ -9,10 +9,17 @@ Exact resume: the batch of step s is a pure function of s (the caller's ``batche
 and a checkpoint holds theta, phi, the optimiser state, every RNG state, the step and the
 metric history; :func:`run` replays the history into dvclive on resume, so an interrupted
 run leaves the same parameters and the same curves as an uninterrupted one.
+
+Meta-validation: every ``val_every`` steps (and once at the end) :meth:`MetaTrainer.validate`
+measures Algorithm 1's query loss L(theta'_t, D_query_t) after the regulated inner step(s)
+on held-out tasks, with theta and phi fixed (no update, RNG states restored), logged as
+``val_query_loss`` at the step whose theta/phi it measures (the same point as that step's
+``query_loss``; the point at step = ``total_steps`` is the final theta*, R_phi).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,9 +31,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..io import save_atomic
-from .gram import InnerLoop, LossFn, Task, meta_gradients
+from .gram import InnerLoop, LossFn, Task, meta_gradients, query_loss, support_gradients
 from .regulator import Regulators
 
+VAL_METRIC = "val_query_loss"
 OPTIMIZERS = ("adam", "sgd")
 MODES = ("gram", "pretrain")
 
@@ -59,9 +67,33 @@ class MetaTrainer:
         )
         self.step = 0
         self.history: list[dict[str, float]] = []
+        #: step -> meta-validation query loss at the theta/phi of that step
+        self.validation: dict[int, float] = {}
 
     def phi(self) -> dict[str, Tensor]:
         return self.regulators.phi()
+
+    def validate(self, tasks: Sequence[Task]) -> float:
+        """Mean query loss of held-out ``tasks`` after the regulated inner step(s) (Eq. 7),
+        recorded for the current step; theta, phi and every RNG state are left unchanged."""
+        theta = {name: t.detach() for name, t in self.theta.items()}
+        phi = {name: t.detach() for name, t in self.phi().items()}
+        # the value of L(theta'_t, D_query) is the same in either order; first order builds
+        # no graph for a gradient nobody takes
+        inner = dataclasses.replace(self.inner, second_order=False)
+        devices = sorted({t.device.index or 0 for t in theta.values() if t.is_cuda})
+        losses = []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            for task in tasks:
+                grads = support_gradients(
+                    self.loss_fn, self.regulators, theta, phi, task.support, inner
+                )
+                value = query_loss(self.loss_fn, self.regulators, theta, phi, task, inner, grads)
+                losses.append(float(value))
+        if not losses:
+            raise ValueError("meta-validation needs at least one held-out task")
+        self.validation[self.step] = sum(losses) / len(losses)
+        return self.validation[self.step]
 
     def train_step(self, tasks: Sequence[Task], track_alignment: bool = False) -> dict[str, float]:
         """One outer update on a batch of tasks (Algorithm 1 lines 3-10)."""
@@ -98,6 +130,7 @@ class MetaTrainer:
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "history": list(self.history),
+            "validation": dict(self.validation),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "numpy": np.random.get_state(),
@@ -113,6 +146,7 @@ class MetaTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.history = list(state["history"])
+        self.validation = {int(k): float(v) for k, v in state["validation"].items()}
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
@@ -162,17 +196,22 @@ def run(
     live: Any | None = None,
     stop_after: int | None = None,
     progress: bool = True,
+    val_tasks: Callable[[], Sequence[Task]] | None = None,
+    val_every: int = 0,
 ) -> list[dict[str, float]]:
     """Train until ``total_steps`` outer steps, resuming from ``checkpoint`` when it matches.
 
     ``batches(step)`` must return the same tasks for the same step in every run.
     ``live`` is a ``dvclive.Live``: each step's stats are logged as one step of its curves.
+    ``val_tasks()`` (the held-out tasks) is validated before steps 0, ``val_every``,
+    2 ``val_every``... and after the last step (``val_every`` 0: never).
     ``stop_after`` stops early after that many steps of THIS call (tests use it to simulate
     an interruption).
     """
+    validating = val_tasks is not None and val_every > 0
     if checkpoint is not None and try_resume(trainer, checkpoint, fingerprint) and live:
-        for stats in trainer.history:  # replay, so the curves equal an uninterrupted run's
-            _log(live, stats)
+        for step in range(trainer.step + 1):  # replay: the curves equal an uninterrupted run's
+            _log(live, trainer, step)
     done_here = 0
     bar = tqdm(
         total=total_steps, initial=trainer.step, desc=f"meta-train ({trainer.mode})",
@@ -181,14 +220,21 @@ def run(
     while trainer.step < total_steps:
         if stop_after is not None and done_here >= stop_after:
             break
-        track = alignment_every > 0 and trainer.step % alignment_every == 0
-        stats = trainer.train_step(batches(trainer.step), track_alignment=track)
+        step = trainer.step
+        if validating and step % val_every == 0 and step not in trainer.validation:
+            trainer.validate(val_tasks())
+        track = alignment_every > 0 and step % alignment_every == 0
+        stats = trainer.train_step(batches(step), track_alignment=track)
         done_here += 1
         if live is not None:
-            _log(live, stats)
+            _log(live, trainer, step)
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items()})
         finished = trainer.step >= total_steps
+        if finished and validating and trainer.step not in trainer.validation:
+            trainer.validate(val_tasks())  # the final theta*, R_phi
+            if live is not None:
+                _log(live, trainer, trainer.step)
         if checkpoint is not None and (trainer.step % checkpoint_every == 0 or finished):
             save_checkpoint(trainer, checkpoint, fingerprint)
     if checkpoint is not None and trainer.step > 0:
@@ -197,7 +243,14 @@ def run(
     return trainer.history
 
 
-def _log(live: Any, stats: Mapping[str, float]) -> None:
+def _log(live: Any, trainer: MetaTrainer, step: int) -> None:
+    """One dvclive step: the training stats of ``step`` and its meta-validation loss, if any
+    (the step after the last update has only the latter; a step with neither logs nothing)."""
+    stats = trainer.history[step] if step < len(trainer.history) else {}
+    if not stats and step not in trainer.validation:
+        return
     for name, value in stats.items():
         live.log_metric(name, value)
+    if step in trainer.validation:
+        live.log_metric(VAL_METRIC, trainer.validation[step])
     live.next_step()

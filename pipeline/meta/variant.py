@@ -29,6 +29,7 @@ from .adapters import (
     keys_used,
     pretrain_batches,
     task_batches,
+    task_set,
 )
 from .gram import InnerLoop
 from .regulator import Regulators, build_regulators
@@ -53,6 +54,8 @@ class MetaResult:
     regulators: Regulators
     regulator_config: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
+    #: step -> mean query loss of the held-out tasks at that step's theta/phi
+    validation: dict[int, float] = field(default_factory=dict)
     seconds: float = 0.0  # this process only (not resumed steps)
 
 
@@ -62,6 +65,21 @@ def fingerprint(cfg: dict, backbone_name: str, shards: list[Path]) -> str:
     for shard in shards:
         digest.update(shard.read_bytes())
     return digest.hexdigest()
+
+
+def validation_summary(validation: dict[int, float], val_tasks: int) -> dict[str, float]:
+    """Meta-validation loss at the first and last evaluation, its minimum and where."""
+    if not validation:
+        return {}
+    steps = sorted(validation)
+    best = min(steps, key=lambda s: (validation[s], s))
+    return {
+        "val_tasks": val_tasks,
+        "val_query_loss_start": round(validation[steps[0]], 5),
+        "val_query_loss_end": round(validation[steps[-1]], 5),
+        "val_query_loss_min": round(validation[best], 5),
+        "val_query_loss_min_step": best,
+    }
 
 
 def summary(history: list[dict[str, float]], name: str) -> dict[str, float]:
@@ -83,9 +101,12 @@ def meta_train_variant(
     paths: VariantPaths = VariantPaths(),
     labelled: LabelledSource | None = None,
     params: dict | None = None,
+    val_tasks: list | None = None,
 ) -> MetaResult:
     """theta* and R_phi of one variant (``pipeline.config.read_meta`` settings).
 
+    ``val_tasks``: the held-out meta-validation tasks, validated every ``val_every`` steps
+    (the first ``val_max_tasks`` of them; see ``pipeline.meta.trainer``).
     ``labelled`` (GRAM Table 6, "- CHC"): the tasks' images come from that labelled dataset
     (``params`` gives its feature cache settings) instead of the image-text pairs.
     """
@@ -103,9 +124,11 @@ def meta_train_variant(
     if cfg["mode"] == "none" or cfg["steps"] == 0:
         return result
     device = backbone.device
+    val_tasks = list(val_tasks or [])[: cfg["val_max_tasks"]] if cfg["val_every"] else []
     features, images = None, None
     if labelled is not None or learner.needs_images:
         keys = keys_used(tasks, cfg["steps"], cfg["tasks_per_batch"], cfg["seed"])
+        keys |= {key for t in val_tasks for key in t.support.keys + t.query.keys}
     if labelled is not None:
         features, images = labelled_inputs(labelled, backbone, keys, learner.needs_images, params)
     elif learner.needs_images:
@@ -114,6 +137,7 @@ def meta_train_variant(
         features = PairFeatures(paths.embeddings)
     make = task_batches if cfg["mode"] == "gram" else pretrain_batches
     batches = make(tasks, cfg["tasks_per_batch"], cfg["seed"], features, images, device)
+    held_out = task_set(val_tasks, features, images, device)
     trainer = MetaTrainer(
         LearnerLoss(learner),
         theta,
@@ -125,6 +149,7 @@ def meta_train_variant(
         cfg["mode"],
     )
     shards = sorted(Path(paths.tasks).glob("tasks-*.tar"))
+    shards += sorted((Path(paths.tasks) / "val").glob("tasks-*.tar"))
     started = time.perf_counter()
     with open_live(paths.live / cfg["variant"]) as live:
         result.history = run(
@@ -136,7 +161,10 @@ def meta_train_variant(
             checkpoint_every=cfg["checkpoint_every"],
             alignment_every=cfg["alignment_every"],
             live=live,
+            val_tasks=held_out if val_tasks else None,
+            val_every=cfg["val_every"] or 0,
         )
     result.theta = trainer.theta
+    result.validation = dict(trainer.validation)
     result.seconds = time.perf_counter() - started
     return result
