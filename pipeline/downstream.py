@@ -14,6 +14,7 @@ the backbone costs seconds, more than testing a textual prompt on cached feature
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from .backbones import Backbone
-from .config import DownstreamConfig
+from .config import DownstreamConfig, run_options
 from .data import DatasetSplits, load_dataset
 from .errors import UserError
 from .evaluation import evaluate
@@ -59,9 +60,11 @@ class Outputs:
     checkpoints: Path = Path(".cache/checkpoints/finetune")
 
 
-def meta_run_key(meta_dir: Path | None, learner: str) -> str:
-    """What else decides a run's result: the learner kind and theta*/phi's bytes."""
-    digest = hashlib.sha1(learner.encode())
+def run_key(learner: str, options: dict[str, Any], meta_dir: Path | None) -> str:
+    """What decides a run's result besides its train config, initial prompt and data (the
+    per-run checkpoint's key): the learner kind, every option it was built with (ProGrad's
+    lambda and T are Python floats, not in the prompt's state) and theta*/phi's bytes."""
+    digest = hashlib.sha1(json.dumps([learner, options], sort_keys=True, default=str).encode())
     if meta_dir is not None:
         for name in ("theta.pt", "phi.pt"):
             digest.update((meta_dir / name).read_bytes())
@@ -94,17 +97,18 @@ def training_set(
 
 
 def build_run_learner(
-    config: DownstreamConfig, backbone: Backbone, dataset: DatasetSplits
+    config: DownstreamConfig, backbone: Backbone, dataset: DatasetSplits, run: RunSpec
 ) -> PromptLearner:
-    """The row's learner for the run's classes; options it cannot use are the user's error,
-    named where they were written (the row, or the variant's ``learner.json``)."""
+    """The row's learner for the run's classes, with the run's options (``run_options``:
+    ProGrad's ``lambda_overrides``); options it cannot use are the user's error, named where
+    they were written (the row, or the variant's ``learner.json``)."""
     method = config.method
     try:
         learner = build_learner(
             method.learner,
             backbone,
             dataset.classnames,
-            method.options,
+            run_options(method.options, run.dataset, run.shots),
             template=dataset.template,
             prograd_template=dataset.prograd_template,
             seed=config.seed,
@@ -148,7 +152,11 @@ def train_run(
         gradient_transform=None if meta is None else meta.gradient_transform(),
         init_state=None if meta is None else meta.theta,
         checkpoint=out.checkpoints / out.tag / f"{run.name}.pt",
-        run_key=meta_run_key(config.method.meta_dir, config.method.learner),
+        run_key=run_key(
+            config.method.learner,
+            run_options(config.method.options, run.dataset, run.shots),
+            config.method.meta_dir,
+        ),
         on_epoch_end=log,
         desc=f"{config.method.name} {run.name}",
     ).history
@@ -199,7 +207,7 @@ def run_part(
     for run in config.protocols.runs(config.part):
         started = time.perf_counter()
         dataset = run_training_split(datasets[run.dataset], run, config.seed, config.allow_fewer)
-        learner = build_run_learner(config, backbone, dataset)
+        learner = build_run_learner(config, backbone, dataset, run)
         history = train_run(config, learner, dataset, meta, run, out)
         model = out.models / out.tag / f"{run.name}.pt"
         model.parent.mkdir(parents=True, exist_ok=True)

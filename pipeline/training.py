@@ -43,9 +43,34 @@ from .config import TrainConfig
 from .features import ImageFiles, image_features
 from .io import save_atomic, seed_everything
 from .learners import Batch, PromptLearner
+from .params import ParamError
+
+#: precisions a training loop accepts (``backbone.precision``); see ``check_training_precision``
+TRAINING_PRECISIONS = ("fp32", "bf16")
 
 GradientTransform = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def check_training_precision(precision: object, stage: str) -> None:
+    """Refuse ``backbone.precision: fp16`` for a stage that trains (finetune, meta_train).
+
+    Why not a ``torch.amp.GradScaler``: our steps do not call ``loss.backward()``; they take
+    gradients with ``torch.autograd.grad`` and transform them before the optimiser sees
+    them: ProGrad's projection (Eq. 6) compares two losses' gradients, R_phi (GRAM Eq. 5-7)
+    is a small network of the gradient, and Eq. 10 differentiates through it. A scaled loss
+    would have to be unscaled inside every one of those, and a scaled gradient fed to R_phi
+    changes its output (it is not linear). bf16 autocast has fp32's exponent range, needs no
+    scaling and runs on the same GPUs (Ampere and later) and on the CPU, so it is the
+    low-precision training path; fp16 stays for the stages that only encode (zeroshot,
+    embed_pairs).
+    """
+    if precision == "fp16":
+        raise ParamError(
+            f"params.yaml: backbone.precision = 'fp16': fp16 training is not supported in "
+            f"{stage} (its gradients would need loss scaling through ProGrad's projection and "
+            f"R_phi); use bf16 (or fp32)"
+        )
 
 
 def epoch_lr(epoch: int, config: TrainConfig) -> float:
@@ -229,8 +254,22 @@ def load_init_state(learner: PromptLearner, init_state: Mapping[str, Tensor]) ->
             params[name].copy_(value)
 
 
+def learner_settings(learner: PromptLearner) -> dict[str, object]:
+    """The learner's plain-value attributes (ProGrad's ``lam`` and ``temperature``, CoOp's
+    ``n_ctx``...): options that shape every step but live outside its ``state_dict``."""
+    plain = (bool, int, float, str, type(None))
+    return {
+        name: value
+        for name, value in sorted(vars(learner).items())
+        if not name.startswith("_") and name != "training" and isinstance(value, plain)
+    }
+
+
 def _fingerprint(learner: PromptLearner, data: TrainingSet, config: TrainConfig, key: str) -> str:
-    digest = hashlib.sha1(json.dumps([asdict(config), type(learner).__name__, key]).encode())
+    settings = learner_settings(learner)
+    digest = hashlib.sha1(
+        json.dumps([asdict(config), type(learner).__name__, settings, key]).encode()
+    )
     for name, tensor in sorted(learner.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().numpy().tobytes())

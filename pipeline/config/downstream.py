@@ -300,6 +300,9 @@ def read_downstream(
     anything expensive happens."""
     from ..params import data_root, dataset_spec
 
+    from ..training import check_training_precision
+
+    check_training_precision((params.get("backbone") or {}).get("precision", "fp32"), "finetune")
     seed = read_seed(seed)
     protocols = read_protocols(params)
     names = protocols.test_datasets(part)
