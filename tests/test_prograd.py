@@ -184,7 +184,8 @@ def test_the_downstream_run_key_names_every_learner_option(tmp_path):
         run_key("coop", base, None),
     }
     assert len(keys) == 5
-    assert run_key("prograd", dict(base), None) == run_key("prograd", dict(reversed(base.items())), None)
+    reordered = dict(reversed(base.items()))
+    assert run_key("prograd", base, None) == run_key("prograd", reordered, None)
 
 
 RULES = [
@@ -212,9 +213,9 @@ def test_the_first_lambda_override_matching_dataset_and_shots_sets_lambda(datase
     [
         ({"datasets": ["EuroSAT"]}, r"lambda_overrides = .*must be a list"),
         ([{"datasets": ["EuroSAT"], "shots": [8]}], r"lambda_overrides\[0\].*exactly the keys"),
-        ([{"datasets": "EuroSAT", "shots": [8], "lambda": 0.8}], r"lambda_overrides\[0\]\.datasets"),
-        ([{"datasets": ["EuroSAT"], "shots": [0], "lambda": 0.8}], r"lambda_overrides\[0\]\.shots\[0\] = 0"),
-        ([{"datasets": ["EuroSAT"], "shots": [8], "lambda": 1.5}], r"lambda_overrides\[0\]\.lambda = 1\.5"),
+        ([{"datasets": "EuroSAT", "shots": [8], "lambda": 0.8}], r"\S+\[0\]\.datasets"),
+        ([{"datasets": ["EuroSAT"], "shots": [0], "lambda": 0.8}], r"\S+\[0\]\.shots\[0\] = 0"),
+        ([{"datasets": ["EuroSAT"], "shots": [8], "lambda": 1.5}], r"\S+\[0\]\.lambda = 1\.5"),
     ],
 )
 def test_bad_lambda_overrides_name_the_key(rules, message):

@@ -29,7 +29,13 @@ from .downstream import (
     read_train,
 )
 from .fields import Bound, bounded, check, read, read_bounds
-from .learners import LEARNER_OPTIONS, LambdaOverride, check_learner, read_lambda_overrides, run_options
+from .learners import (
+    LEARNER_OPTIONS,
+    LambdaOverride,
+    check_learner,
+    read_lambda_overrides,
+    run_options,
+)
 from .meta import TasksConfig, read_meta, read_tasks
 
 __all__ = [
