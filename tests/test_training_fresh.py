@@ -118,3 +118,31 @@ def test_augment_mode_is_cached_or_fresh():
     assert read_augment({"finetune": {"augment": {"mode": "fresh"}}}).mode == "fresh"
     with pytest.raises(ParamError, match=r"finetune\.augment\.mode = 'random'"):
         read_augment({"finetune": {"augment": {"mode": "random"}}})
+
+
+def test_the_downstream_training_set_follows_augment_mode(tiny_clip, images, tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline.config import AugmentConfig
+    from pipeline.downstream import training_set
+    from pipeline.training import CachedTrainingSet
+    from pipeline.training_images import FreshTrainingSet, ImageTrainingSet
+
+    paths, labels = images
+    dataset = SimpleNamespace(
+        train=[SimpleNamespace(path=p, label=y) for p, y in zip(paths, labels, strict=True)],
+        classnames=NAMES, prograd_template="a photo of a {}.",
+    )  # fmt: skip
+    features = {"cache_dir": tmp_path / "cache", "num_workers": 0}
+
+    def built(learner, mode):
+        config = SimpleNamespace(augment=AugmentConfig(mode=mode, seed=7), features=features)
+        return training_set(learner, config, dataset, desc="t")
+
+    prograd = ProGrad(tiny_clip, NAMES, init_words=None, n_ctx=4)
+    vpt = VPT(tiny_clip, NAMES, n_tokens=2, seed=0)
+    fresh = built(prograd, "fresh")
+    assert isinstance(fresh, FreshTrainingSet) and fresh.teacher_classifier is not None
+    assert isinstance(built(vpt, "fresh"), FreshTrainingSet) and built(vpt, "fresh").needs_images
+    assert isinstance(built(prograd, "cached"), CachedTrainingSet)
+    assert isinstance(built(vpt, "cached"), ImageTrainingSet)
