@@ -9,19 +9,25 @@ dimension, then renormalised), so growth can be measured past the corpus size. E
 (method, size) runs in its own process; its peak memory is that whole process's ru_maxrss
 (os.wait4), its time the fit alone (embeddings are given, as in the stage).
 
-Methods:
-  bertopic        BERTopic's default fit (UMAP 15 nn, 5 d, min_dist 0, cosine, low_memory
-                  False; HDBSCAN min_cluster_size 10, prediction_data; CountVectorizer;
-                  c-TF-IDF), UMAP seeded with --seed. Needs `pip install bertopic` (a bench-only
-                  dependency); without it the same pipeline is rebuilt from umap/hdbscan/sklearn.
-  bertopic_seed2  the same with --seed + 1: how close BERTopic is to itself (ARI reference).
-  ours            pipeline.chc TopicModel with params.yaml-like defaults (--ours-* options).
-Table: size, method, seconds, peak MB, topics, noise fraction, ARI vs bertopic at that size
-(all captions, noise counted as one more label).
+Runs, one process each, side by side in one invocation:
+  bertopic_s<seed>  BERTopic's default fit (UMAP 15 nn, 5 d, min_dist 0, cosine, low_memory
+                    False; HDBSCAN min_cluster_size 10, prediction_data; CountVectorizer;
+                    c-TF-IDF), UMAP seeded with each of --bertopic-seeds seeds from --seed:
+                    the first is the anchor of the time/memory ratios, the pairs give how close
+                    BERTopic is to itself (ARI spread). Needs `pip install bertopic` (a
+                    bench-only dependency); without it the same pipeline is rebuilt from
+                    umap/hdbscan/sklearn.
+  ours_cold         pipeline.chc TopicModel (params.yaml-like defaults, --ours-* options) with
+                    numba's cache (NUMBA_CACHE_DIR) and, with --knn-cache, the k-NN cache emptied
+  ours_warm         (--ours-warm) the same again with both caches filled: a rerun of `topics`
+                    after a params change, the normal experiment loop
+Printed: a row per run (seconds of the fit alone, CPU seconds and peak MB of the whole
+process, topics, noise fraction), the time/memory ratios against BERTopic, BERTopic's ARI
+against itself over every seed pair, and ours against each seed (noise counted as one label).
 
-Example (2 cores):
-  python bench/bench_topics.py --wordnet /usr/share/wordnet --sizes 10000,30000,100000 \
-      --methods bertopic,bertopic_seed2,ours --ours-sample 50000
+Example (2 cores; bench/results/topics.txt was printed by this):
+  python bench/bench_topics.py --wordnet wordnet/usr/share/wordnet --sizes 100000 \
+      --knn-cache .cache/bench_topics/knn_ours --ours-warm
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -45,9 +52,11 @@ KEPT_PAIRS = HERE.parent / "data/pairs/kept.parquet"
 CAPTION_EMBEDDINGS = HERE.parent / "data/chc/caption_embeddings.npy"
 
 
-def corpus(cache: Path, wordnet: str | None, kind: str = "wordnet") -> tuple[list[str], Path]:
+def corpus(cache: Path, wordnet: str | None, kind: str = "wordnet",
+           limit: int | None = None) -> tuple[list[str], Path]:
     """Captions and the path of their embeddings: WordNet glosses (embedded here on first
-    use), or ``embedded``: the pipeline's own kept captions (`dvc repro embed_captions`)."""
+    use; ``limit``: only a seeded sample of that many, cheaper to embed), or ``embedded``:
+    the pipeline's own kept captions (`dvc repro embed_captions`)."""
     if kind == "embedded":
         if not (KEPT_PAIRS.exists() and CAPTION_EMBEDDINGS.exists()):
             raise SystemExit(f"--corpus embedded reads {KEPT_PAIRS} and {CAPTION_EMBEDDINGS}: "
@@ -58,12 +67,17 @@ def corpus(cache: Path, wordnet: str | None, kind: str = "wordnet") -> tuple[lis
             CAPTION_EMBEDDINGS
     from wordnet_glosses import read_glosses
 
-    captions_file, vectors = cache / "glosses.json", cache / "glosses_minilm.npy"
+    tag = "" if limit is None else f"_{limit}"
+    captions_file, vectors = cache / f"glosses{tag}.json", cache / f"glosses_minilm{tag}.npy"
     if not captions_file.exists():
         if wordnet is None:
             raise SystemExit("--wordnet DIR is needed once to read the glosses")
         cache.mkdir(parents=True, exist_ok=True)
-        captions_file.write_text(json.dumps(read_glosses(wordnet)))
+        glosses = read_glosses(wordnet)
+        if limit is not None and limit < len(glosses):
+            rows = np.sort(np.random.default_rng(0).choice(len(glosses), limit, replace=False))
+            glosses = [glosses[i] for i in rows]
+        captions_file.write_text(json.dumps(glosses))
     captions = json.loads(captions_file.read_text())
     if not vectors.exists():
         import torch
@@ -128,45 +142,46 @@ def fit_ours(docs, embeddings, args):
 
     model = TopicModel(
         embedder=None,
-        reducer=make_reducer(n_epochs=args.ours_epochs, init=args.ours_init,
-                             random_state=args.seed),
-        clusterer=make_clusterer(min_cluster_size=10),
+        reducer=make_reducer(args.ours_backend, n_epochs=args.ours_epochs, init=args.ours_init,
+                             random_state=args.seed, knn_cache=args.knn_cache),
+        clusterer=make_clusterer(args.ours_backend, min_cluster_size=10),
         fit_sample_size=args.ours_sample,
     )
     result = model.fit(docs, embeddings)
-    return result.labels, f"ours (sample {args.ours_sample}, epochs {args.ours_epochs})"
+    cached = getattr(model.reducer, "last_fit_cached", None)
+    graph = {None: "", False: ", k-NN computed+cached", True: ", k-NN from cache"}[cached]
+    return result.labels, (f"ours ({args.ours_backend}, sample {args.ours_sample}, "
+                           f"epochs {args.ours_epochs}{graph})")
 
 
 def worker(args) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    captions, vectors = corpus(Path(args.cache), None, args.corpus)
+    captions, vectors = corpus(Path(args.cache), None, args.corpus, args.corpus_size)
     docs, embeddings = subset(captions, vectors, args.size, args.jitter)
     start = time.perf_counter()
-    if args.worker == "ours":
+    if args.worker.startswith("ours"):
         labels, what = fit_ours(docs, embeddings, args)
     else:
-        labels, what = fit_bertopic(docs, embeddings, args.seed + (args.worker != "bertopic"))
+        labels, what = fit_bertopic(docs, embeddings, args.seed)
     seconds = time.perf_counter() - start
-    np.save(Path(args.cache) / f"labels_{name(args.worker, args)}_{args.size}.npy", labels)
+    np.save(Path(args.cache) / f"labels_{args.worker}_{args.size}.npy", labels)
     print(json.dumps({"seconds": seconds, "topics": int(len(set(labels.tolist()) - {-1})),
                       "noise": float(np.mean(labels == -1)), "what": what}))
 
 
-def name(method: str, args) -> str:
-    return method + (args.label if method == "ours" else "")
-
-
-def run_one(method: str, size: int, args) -> dict:
+def run_one(method: str, size: int, args, seed: int, extra_env: dict | None = None) -> dict:
+    """One fit in a fresh process: its time, and its whole-process peak memory (ru_maxrss)."""
     command = [sys.executable, __file__, "--worker", method, "--size", str(size),
-               "--cache", args.cache, "--jitter", str(args.jitter), "--seed", str(args.seed),
-               "--ours-init", args.ours_init, "--label", args.label, "--corpus", args.corpus]
-    if args.ours_sample:
-        command += ["--ours-sample", str(args.ours_sample)]
-    if args.ours_epochs:
-        command += ["--ours-epochs", str(args.ours_epochs)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
-           "NUMBA_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "OPENBLAS_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+               "--cache", args.cache, "--jitter", str(args.jitter), "--seed", str(seed),
+               "--ours-init", args.ours_init, "--corpus", args.corpus,
+               "--ours-backend", args.ours_backend]
+    for flag, value in (("--ours-sample", args.ours_sample), ("--ours-epochs", args.ours_epochs),
+                        ("--corpus-size", args.corpus_size), ("--knn-cache", args.knn_cache)):
+        if value is not None:
+            command += [flag, str(value)]
+    threads = {name: str(args.threads) for name in (
+        "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    env = {**os.environ, **threads, "TOKENIZERS_PARALLELISM": "false", **(extra_env or {})}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env, text=True)
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
@@ -178,13 +193,65 @@ def run_one(method: str, size: int, args) -> dict:
     return record
 
 
-def ari_vs_anchor(cache: Path, method: str, size: int) -> float | None:
+def ari(cache: Path, a: str, b: str, size: int) -> float:
     from sklearn.metrics import adjusted_rand_score
 
-    anchor = cache / f"labels_bertopic_{size}.npy"
-    if method == "bertopic" or not anchor.exists():
-        return None
-    return adjusted_rand_score(np.load(anchor), np.load(cache / f"labels_{method}_{size}.npy"))
+    return adjusted_rand_score(np.load(cache / f"labels_{a}_{size}.npy"),
+                               np.load(cache / f"labels_{b}_{size}.npy"))
+
+
+def bench_size(size: int, args) -> None:
+    """BERTopic under ``--bertopic-seeds`` UMAP seeds, ours cold (empty numba and k-NN caches)
+    and, with ``--ours-warm``, ours again with both caches filled: times, memory, ARI."""
+    cache = Path(args.cache)
+    seeds = [args.seed + i for i in range(args.bertopic_seeds)]
+    records = []
+    for seed in seeds if "bertopic" in args.methods.split(",") else []:
+        records.append(run_one(f"bertopic_s{seed}", size, args, seed))
+        show(records[-1], size)
+    if "ours" not in args.methods.split(","):
+        return
+    numba_dir = cache / "numba_ours"
+    runs = ["ours_cold"] + (["ours_warm"] if args.ours_warm else [])
+    if args.knn_cache:
+        shutil.rmtree(args.knn_cache, ignore_errors=True)
+    shutil.rmtree(numba_dir, ignore_errors=True)
+    for run in runs:
+        record = run_one(run, size, args, args.seed, {"NUMBA_CACHE_DIR": str(numba_dir)})
+        records.append(record)
+        show(record, size)
+    names = [f"bertopic_s{seed}" for seed in seeds]
+    if not all((cache / f"labels_{name}_{size}.npy").exists() for name in names):
+        return  # ours alone, without BERTopic's labels from an earlier run: no ARI
+    if len(records) > len(runs):
+        report_ratios(records[0], records[len(seeds):], size)
+    report_ari(cache, names, runs, size)
+
+
+def report_ratios(anchor: dict, ours: list[dict], size: int) -> None:
+    print(f"\nratios at {size} against {anchor['method']} (time, peak memory):")
+    for record in ours:
+        print(f"  {record['method']:<12} {anchor['seconds'] / record['seconds']:5.2f}x faster, "
+              f"{record['peak_mb'] / anchor['peak_mb']:.2f}x memory, noise "
+              f"{record['noise'] - anchor['noise']:+.3f} vs BERTopic")
+
+
+def report_ari(cache: Path, names: list[str], runs: list[str], size: int) -> None:
+    spread = [ari(cache, a, b, size) for i, a in enumerate(names) for b in names[i + 1:]]
+    print(f"ARI at {size}: BERTopic against itself (seed pairs) "
+          + ", ".join(f"{x:.3f}" for x in spread)
+          + f" -> spread [{min(spread):.3f}, {max(spread):.3f}]")
+    for run in runs:
+        ours = [ari(cache, run, name, size) for name in names]
+        inside = min(spread) <= min(ours)
+        print(f"  {run} against each BERTopic seed: " + ", ".join(f"{x:.3f}" for x in ours)
+              + ("  (inside the spread)" if inside else "  (BELOW the spread)"))
+
+
+def show(record: dict, size: int) -> None:
+    print(f"{size:>8} {record['method']:<15} {record['seconds']:>8.1f} {record['cpu_s']:>8.1f} "
+          f"{record['peak_mb']:>8.0f} {record['topics']:>6} {record['noise']:>6.3f}  "
+          f"{record['what']}", flush=True)
 
 
 def main() -> None:
@@ -192,16 +259,25 @@ def main() -> None:
     parser.add_argument("--wordnet", help="folder with data.noun etc. (wordnet-base)")
     parser.add_argument("--corpus", choices=["wordnet", "embedded"], default="wordnet",
                         help="WordNet glosses (117k) or the embedded sample's kept captions")
+    parser.add_argument("--corpus-size", type=int, default=None,
+                        help="embed only a seeded sample of this many glosses")
     parser.add_argument("--cache", default=".cache/bench_topics")
-    parser.add_argument("--sizes", default="10000,30000,100000")
-    parser.add_argument("--methods", default="bertopic,bertopic_seed2,ours")
+    parser.add_argument("--sizes", default="100000")
+    parser.add_argument("--bertopic-seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--jitter", type=float, default=0.01)
     parser.add_argument("--ours-sample", type=int, default=None)
     parser.add_argument("--ours-epochs", type=int, default=None)
     parser.add_argument("--ours-init", default="spectral")
-    parser.add_argument("--label", default="", help="suffix naming this 'ours' variant")
+    parser.add_argument("--ours-backend", default="cpu", choices=["cpu", "cuml"],
+                        help="topics.backend of ours (cuml: on a GPU with RAPIDS cuML)")
+    parser.add_argument("--methods", default="bertopic,ours",
+                        help="bertopic, ours, or both (ours alone: ARI needs earlier labels)")
+    parser.add_argument("--knn-cache", default=None,
+                        help="ours: keep the k-NN graph here (emptied before the cold run)")
+    parser.add_argument("--ours-warm", action="store_true",
+                        help="run ours a second time with the numba and k-NN caches filled")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -211,18 +287,16 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
-    captions, _ = corpus(Path(args.cache), args.wordnet, args.corpus)
+    from machine_info import machine_line
+
+    print(machine_line(args.threads))
+    captions, _ = corpus(Path(args.cache), args.wordnet, args.corpus, args.corpus_size)
     what = "WordNet glosses" if args.corpus == "wordnet" else "embedded kept captions"
     print(f"corpus: {len(captions)} {what}; threads {args.threads}")
     print(f"{'size':>8} {'method':<15} {'seconds':>8} {'cpu_s':>8} {'peak_MB':>8} {'topics':>6} "
-          f"{'noise':>6} {'ARI':>6}  what")
+          f"{'noise':>6}  what")
     for size in [int(s) for s in args.sizes.split(",")]:
-        for method in args.methods.split(","):
-            r = run_one(method, size, args)
-            ari = ari_vs_anchor(Path(args.cache), name(method, args), size)
-            print(f"{size:>8} {name(method, args):<15} {r['seconds']:>8.1f} {r['cpu_s']:>8.1f} "
-                  f"{r['peak_mb']:>8.0f} {r['topics']:>6} {r['noise']:>6.3f} "
-                  f"{'-' if ari is None else f'{ari:.3f}':>6}  {r['what']}", flush=True)
+        bench_size(size, args)
 
 
 if __name__ == "__main__":

@@ -58,8 +58,15 @@ def nested_get(tree: Mapping, key: Sequence[str]) -> float | None:
 SeedValues = Callable[[Sequence[str]], "list[float] | None"]
 
 
-def aggregate(results: Mapping[str, Mapping[int, Mapping]], protocols: Protocols) -> Aggregate:
+def aggregate(
+    results: Mapping[str, Mapping[int, Mapping]],
+    protocols: Protocols,
+    controls: Sequence[str] = (),
+) -> Aggregate:
     """``results[method][seed]`` (nested run records) -> means and std over seeds.
+
+    ``controls``: negative-control datasets (at chance, README "Results"): aggregated per
+    dataset like the others but left out of every "average".
 
     Base-to-new: per dataset, H = harmonic mean of the seed-averaged base and new
     accuracies; the "average" entry averages base and new over datasets FIRST and takes H of
@@ -76,48 +83,79 @@ def aggregate(results: Mapping[str, Mapping[int, Mapping]], protocols: Protocols
             found = [nested_get(per_seed[s], key) for s in seeds]
             return None if any(v is None for v in found) else found
 
-        _base_to_new(out, method, values, protocols)
-        _generalisation(out, method, values, protocols)
-        _few_shot(out, method, values, protocols)
+        _base_to_new(out, method, values, protocols, controls)
+        _generalisation(out, method, values, protocols, controls)
+        _few_shot(out, method, values, protocols, controls)
     return out
 
 
-def _base_to_new(out: Aggregate, method: str, values: SeedValues, protocols: Protocols) -> None:
-    done = []
+def _base_to_new(
+    out: Aggregate, method: str, values: SeedValues, protocols: Protocols, controls
+) -> None:
+    """Base, new and H per dataset; a row with base only (the linear probe) gets base only."""
+    averaged = [name for name in protocols.datasets if name not in controls]
+    bases, news = {}, {}
     for name in protocols.datasets:
         base, new = values(("base2new", name, "base")), values(("base2new", name, "new"))
         if base is not None and new is not None:
             _put_base_new(out, ("base2new", method, name), base, new)
-            done.append((base, new))
-    if done and len(done) == len(protocols.datasets):
-        base_avg = np.mean([d[0] for d in done], axis=0)  # per seed, over datasets
-        new_avg = np.mean([d[1] for d in done], axis=0)
+            news[name] = new
+        elif base is not None:
+            out.put(("base2new", method, name, "base"), base)
+        if base is not None:
+            bases[name] = base
+    if not averaged or any(name not in bases for name in averaged):
+        return
+    base_avg = np.mean([bases[n] for n in averaged], axis=0)  # per seed, over datasets
+    if all(name in news for name in averaged):
+        new_avg = np.mean([news[n] for n in averaged], axis=0)
         _put_base_new(out, ("base2new", method, "average"), base_avg, new_avg)
+    else:
+        out.put(("base2new", method, "average", "base"), base_avg)
 
 
-def _generalisation(out: Aggregate, method: str, values: SeedValues, protocols: Protocols) -> None:
-    for setting, source, targets in protocols.generalisation_settings():
+def _generalisation(
+    out: Aggregate, method: str, values: SeedValues, protocols: Protocols, controls
+) -> None:
+    for setting, source, all_targets in protocols.generalisation_settings():
+        targets = [t for t in all_targets if t not in controls]
         found = {}
-        for name in ([source] if source else []) + list(targets):
+        for name in ([source] if source else []) + list(all_targets):
             v = values((setting, name))
             if v is not None:
                 out.put((setting, method, name), v)
                 found[name] = v
         target_values = [found[t] for t in targets if t in found]
-        if target_values and len(target_values) == len(targets):
+        if targets and len(target_values) == len(targets):
             out.put((setting, method, "average"), np.mean(target_values, axis=0))
 
 
-def _few_shot(out: Aggregate, method: str, values: SeedValues, protocols: Protocols) -> None:
+def _few_shot(
+    out: Aggregate, method: str, values: SeedValues, protocols: Protocols, controls
+) -> None:
+    averaged = [name for name in protocols.few_shot_datasets if name not in controls]
     for k in protocols.few_shot_shots:
-        found = []
+        found = {}
         for name in protocols.few_shot_datasets:
             v = values(("few_shot", str(k), name))
             if v is not None:
                 out.put(("few_shot", method, str(k), name), v)
-                found.append(v)
-        if len(found) > 1 and len(found) == len(protocols.few_shot_datasets):
-            out.put(("few_shot", method, str(k), "average"), np.mean(found, axis=0))
+                found[name] = v
+        if len(averaged) > 1 and all(name in found for name in averaged):
+            average = np.mean([found[n] for n in averaged], axis=0)
+            out.put(("few_shot", method, str(k), "average"), average)
+
+
+def headline(metrics: Mapping, methods: Sequence[str]) -> dict:
+    """``metrics/headline.json``: each row's base / new / H of the base-to-new average
+    (over datasets, then seeds; GRAM Table 1a), the figures a researcher compares first.
+    Rows without them (a probe has base only) keep what they have."""
+    out: dict = {}
+    for method in methods:
+        average = nested_get(metrics, ("base2new", method, "average"))
+        if average:
+            out[method] = {k: average[k] for k in ("base", "new", "h") if k in average}
+    return out
 
 
 def read_run_results(folder: Path, methods: Sequence[str], seeds: Sequence[int]) -> dict:
@@ -135,6 +173,17 @@ def read_run_results(folder: Path, methods: Sequence[str], seeds: Sequence[int])
             if merged:
                 results.setdefault(method, {})[seed] = merged
     return results
+
+
+def read_probe_results(folder: Path, seeds: Sequence[int]) -> dict[int, dict]:
+    """``results[seed]``: the linear probe's records (``folder/seed<seed>.json``, written by
+    the linear_probe stage; seeds without a file are left out)."""
+    found = {}
+    for seed in seeds:
+        path = folder / f"seed{seed}.json"
+        if path.exists():
+            found[seed] = json.loads(path.read_text())["results"]
+    return found
 
 
 def _merge(into: dict, tree: Mapping) -> None:

@@ -1,7 +1,7 @@
 """DVC stage `topics`: UMAP -> HDBSCAN -> topic words by GRAM Eq. 3 (see pipeline/chc/topics.py).
 
 Reads params: topics.* (backend, umap.*, hdbscan.*, stop_words, min_topics, fit_sample_size,
-sample_seed, assign_noise, top_n_words, n_examples, map_max_points).
+sample_seed, assign_noise, knn_cache, top_n_words, n_examples, map_max_points).
 Reads data/pairs/kept.parquet and data/chc/caption_embeddings.npy (rows aligned).
 Writes data/chc/topics.parquet (topic_id, topic_word, size, words, scores, examples),
 data/chc/topics.md (the same, readable), data/chc/assignments.parquet (key, topic_id,
@@ -11,7 +11,13 @@ plots/topics/topic_map.png (2-D UMAP of the 5-D reduction, coloured by topic).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# numba's compiled umap-learn/pynndescent kernels (those it can cache) are kept in the repo's
+# .cache/, so a rerun of this stage does not compile them again (README "Speed"). Set before
+# numba is imported.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".cache/numba").resolve()))
 
 import numpy as np
 import pandas as pd

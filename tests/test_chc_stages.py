@@ -27,6 +27,7 @@ PARAMS = {
         "backend": "cpu",
         "umap": {"n_components": 5, "n_neighbors": 10, "min_dist": 0.0, "metric": "cosine",
                  "random_state": 42, "n_epochs": 200, "init": "spectral"},
+        "knn_cache": None,
         "hdbscan": {"min_cluster_size": 8, "min_samples": None,
                     "cluster_selection_method": "eom"},
         "stop_words": "english", "min_topics": 3, "fit_sample_size": None, "sample_seed": 0,

@@ -194,6 +194,7 @@ def test_params_are_checked_by_key():
             "backend": "cpu",
             "umap": {"n_components": 5, "n_neighbors": 15, "min_dist": 0.0, "metric": "cosine",
                      "random_state": 42, "n_epochs": None, "init": "spectral"},
+            "knn_cache": None,
             "hdbscan": {"min_cluster_size": 1, "min_samples": None,
                         "cluster_selection_method": "eom"},
             "stop_words": "english", "min_topics": 2, "fit_sample_size": None,
@@ -210,6 +211,14 @@ def test_params_are_checked_by_key():
     built = topic_model_from_params(params, embedder=FakeEmbedder(None))
     assert built.reducer.n_neighbors == 15 and built.clusterer.min_cluster_size == 10
     assert built.min_topics == 2
+    assert type(built.reducer).__name__ == "UMAP"
+    params["topics"]["knn_cache"] = 3
+    with pytest.raises(ParamError, match="topics.knn_cache"):
+        topic_model_from_params(params)
+    params["topics"]["knn_cache"] = "some/folder"
+    cached = topic_model_from_params(params, embedder=FakeEmbedder(None)).reducer
+    assert type(cached).__name__ == "CachedKnnUMAP" and str(cached.cache_dir) == "some/folder"
+    assert cached.n_neighbors == 15 and cached.options["min_dist"] == 0.0
 
 
 def test_backend_choice_and_fallback(monkeypatch, caplog):

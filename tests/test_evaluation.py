@@ -120,7 +120,7 @@ def test_tables_follow_grams_row_order_and_take_whatever_methods_exist():
     first_table = rows[1:7]
     assert first_table == ["CLIP", "CoOp", "+ GRAM", "VPT", "ProGrad", "mine"]
     assert "## Table 2: domain generalisation" in text
-    assert "| CoOp | 40.00 | 33.00 | 33.00 |" in text
+    assert "| CoOp | 40.00 ± 0.00 | 33.00 ± 0.00 | 33.00 ± 0.00 |" in text
     assert "## Table 3" not in text  # no cross-dataset results: no table
 
 

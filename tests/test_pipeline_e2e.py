@@ -137,8 +137,14 @@ def test_pipeline_produces_metrics_and_tables(pipeline_run):
             "unigram"} <= rows
     for result in downstream["base2new"]["coop"].values():
         assert {"base", "new", "h"} <= set(result)
+    assert set(downstream["base2new"]["linear_probe"]["fashion_mnist"]) == {"base"}
+    headline = json.loads((root / "metrics" / "headline.json").read_text())
+    assert {"zeroshot", "coop", "linear_probe"} <= set(headline)
     tables = (root / "results" / "tables.md").read_text()
     assert "CoOp" in tables or "coop" in tables
+    assert "### Negative controls (not in the averages)" in tables  # digits, by default
+    for name in ("table1", "few_shot", "finetune_loss", "finetune_accuracy"):
+        assert (root / "plots" / "evaluate" / f"{name}.csv").read_text().count("\n") > 1, name
     for name in ("ingest", "filter", "topics", "domains", "tasks", "zeroshot"):
         assert json.loads((root / "metrics" / f"{name}.json").read_text())
     assert (root / "models" / "gram" / "unigram" / "phi.pt").exists()
@@ -161,4 +167,5 @@ def test_changing_shots_invalidates_only_the_stages_that_read_it(pipeline_run):
         params_file.write_text(original)
     finetuned = {f"finetune@{m}-1" for m in ("zeroshot", "coop", "cocoop", "prograd", "vpt")}
     gram = {f"finetune_gram@{m}-1" for m in ("coop_gram", "vpt_gram", "unigram")}
-    assert set(status) == finetuned | gram | {"evaluate"}  # not the few-shot curve, not CHC/meta
+    probe = {"linear_probe@1"}  # the probe's base-to-new and source draws read shots too
+    assert set(status) == finetuned | gram | probe | {"evaluate"}  # not CHC/meta

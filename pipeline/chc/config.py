@@ -24,6 +24,13 @@ def _flag(params: dict[str, Any], key: str) -> bool:
     return value
 
 
+def _optional_folder(params: dict[str, Any], key: str) -> str | None:
+    value = get(params, key)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ParamError(f"params.yaml: {key} = {value!r}: must be a folder path or null")
+    return value
+
+
 def topic_model_from_params(params: dict[str, Any], embedder=None) -> TopicModel:
     """A ``TopicModel`` built from ``params["topics"]`` (see params.yaml for the meaning)."""
     backend = check_choice("topics.backend", get(params, "topics.backend"), BACKENDS)
@@ -43,6 +50,7 @@ def topic_model_from_params(params: dict[str, Any], embedder=None) -> TopicModel
         n_epochs=_optional_int(params, "topics.umap.n_epochs", 1),
         init=check_choice("topics.umap.init", get(params, "topics.umap.init"),
                           ("spectral", "random", "pca")),
+        knn_cache=_optional_folder(params, "topics.knn_cache"),
     )
     clusterer = make_clusterer(
         backend,

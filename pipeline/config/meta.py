@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..meta.regulator import BIASES, INITS, KINDS
+from ..meta.supervised import SOURCES
 from ..meta.tasks import SUPPORT_SAMPLING
 from ..meta.trainer import MODES, OPTIMIZERS
 from ..params import ParamError, get
@@ -88,7 +89,7 @@ class TasksConfig:
     tasks_per_shard: int = bounded(1000, 1, None, integer=True)
     # GRAM Table 6 "- CHC": tasks from a labelled dataset's train split instead of the topics
     # (read by pipeline.meta.supervised.labelled_source).
-    source: str = bounded("chc", choices=("chc", "dataset"))
+    source: str = bounded("chc", choices=SOURCES)
     dataset: str | None = None
 
 

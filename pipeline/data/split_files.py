@@ -111,11 +111,10 @@ def read_text_lines(path: Path, what: str) -> list[tuple[int, str]]:
     return [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
-def read_json_split(spec: DatasetSpec, base: Path, image_dir: Path, wanted: set[str]) -> ReadResult:
-    """CoOp's ``split_zhou_*.json``: the class list is the set of (label, name) pairs."""
-    path = base / spec.split_file
+def _load_split_json(name: str, path: Path) -> dict[str, list]:
+    """The parsed split file, checked to hold a list per split."""
     if not path.is_file():
-        raise DatasetError(f"{spec.name}: split file {path} not found")
+        raise DatasetError(f"{name}: split file {path} not found")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -129,6 +128,36 @@ def read_json_split(spec: DatasetSpec, base: Path, image_dir: Path, wanted: set[
         if not isinstance(data[split], list):
             kind = type(data[split]).__name__
             raise DatasetError(f"{path}: '{split}' must be a list, got {kind}")
+    return data
+
+
+def _check_labels(path: Path, first_seen: dict, rows: list, where) -> int:
+    """The number of classes: labels run 0..C-1 and every label is in the train split."""
+    if not first_seen:
+        raise DatasetError(f"{path}: every split is empty")
+    num_classes = max(first_seen) + 1
+    holes = [label for label in range(num_classes) if label not in first_seen]
+    if holes:
+        raise DatasetError(
+            f"{path}: labels must run 0..{num_classes - 1}, but {len(holes)} have no entry "
+            f"in any split: {holes[:10]}"
+        )
+    train_labels = {label for split, _, _, label, _ in rows if split == "train"}
+    if train_labels:
+        # CoOp takes the class list from the train split; a class only seen at test time
+        # would have no prompt and would shift every base/new boundary.
+        outside = Problems(f"labels in {path} outside the class list of its train split")
+        for split, i, _, label, _ in rows:
+            if label not in train_labels:
+                outside.add(where(split, i))
+        outside.raise_if_any()
+    return num_classes
+
+
+def read_json_split(spec: DatasetSpec, base: Path, image_dir: Path, wanted: set[str]) -> ReadResult:
+    """CoOp's ``split_zhou_*.json``: the class list is the set of (label, name) pairs."""
+    path = base / spec.split_file
+    data = _load_split_json(spec.name, path)
 
     def where(split: str, index: int) -> str:
         return f"{split}[{index}] {_short(data[split][index])}"
@@ -164,25 +193,7 @@ def read_json_split(spec: DatasetSpec, base: Path, image_dir: Path, wanted: set[
             rows.append((split, i, rel, label, name))
     bad.raise_if_any()
     clash.raise_if_any()
-    if not first_seen:
-        raise DatasetError(f"{path}: every split is empty")
-
-    num_classes = max(first_seen) + 1
-    holes = [label for label in range(num_classes) if label not in first_seen]
-    if holes:
-        raise DatasetError(
-            f"{path}: labels must run 0..{num_classes - 1}, but {len(holes)} have no entry "
-            f"in any split: {holes[:10]}"
-        )
-    train_labels = {label for split, _, _, label, _ in rows if split == "train"}
-    if train_labels:
-        # CoOp takes the class list from the train split; a class only seen at test time
-        # would have no prompt and would shift every base/new boundary.
-        outside = Problems(f"labels in {path} outside the class list of its train split")
-        for split, i, _, label, _ in rows:
-            if label not in train_labels:
-                outside.add(where(split, i))
-        outside.raise_if_any()
+    num_classes = _check_labels(path, first_seen, rows, where)
     _check_repeats([(split, i, rel) for split, i, rel, _, _ in rows], where, path)
 
     rows = [row for row in rows if row[0] in wanted]

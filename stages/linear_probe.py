@@ -1,0 +1,92 @@
+"""DVC stage `linear_probe` (one per seed): the linear-probe row of every table.
+
+    python -m stages.linear_probe --seed 1
+
+For every run of the protocols (``pipeline.protocol``, both parts) whose test classes are its
+training classes, fits logistic regression on the frozen, L2-normalised image features of the
+run's few-shot training split (the prompts' draw: same seed, same shots), chooses C from
+``evaluate.linear_probe.c_grid`` on the few-shot val split, and tests it (``pipeline.probe``;
+CoOp Sec. 4.1). New classes and other datasets get no probe entry ("n/a" in the tables).
+
+Reads params: shots, datasets, domain_shift, backbone, data, features, finetune.allow_fewer,
+evaluate.{max_test_per_class, cross_dataset, few_shot, linear_probe}.
+Writes: results/downstream/probe/seed<seed>.json (records in a finetune run's layout, and the
+C chosen for each run with its val accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline import backbones
+from pipeline.config import read_protocols, read_seed
+from pipeline.config.downstream import read_allow_fewer, read_evaluate, read_features
+from pipeline.downstream import Datasets
+from pipeline.errors import run_stage
+from pipeline.features import image_features
+from pipeline.io import write_json
+from pipeline.params import ParamError, data_root, dataset_spec, get, load_params
+from pipeline.probe import probe_evaluations, probe_part
+from pipeline.protocol import PARTS, evaluation_split, run_training_split
+
+RESULTS = Path("results/downstream/probe")
+
+
+def read_c_grid(params) -> list[float]:
+    grid = get(params, "evaluate.linear_probe.c_grid")
+    if not isinstance(grid, list) or not grid:
+        raise ParamError("params.yaml: evaluate.linear_probe.c_grid must be a non-empty list")
+    for i, c in enumerate(grid):
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or c <= 0:
+            raise ParamError(f"params.yaml: evaluate.linear_probe.c_grid[{i}] = {c!r} is not > 0")
+    return [float(c) for c in grid]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, required=True)
+    args = parser.parse_args()
+
+    params = load_params()
+    seed = read_seed(args.seed)
+    protocols = read_protocols(params)
+    c_grid = read_c_grid(params)
+    evaluate_config = read_evaluate(params)
+    features = read_features(params)
+    allow_fewer = read_allow_fewer(params)
+    trained_on = {
+        run.dataset for part in PARTS for run in protocols.runs(part) if probe_evaluations(run)
+    }
+    datasets = Datasets(
+        {name: dataset_spec(params, name) for name in sorted(trained_on)},
+        data_root(params),
+        trained_on,
+    )
+    backbone = backbones.load_backbone(params["backbone"])
+
+    def features_of(items):
+        paths = [item.path for item in items]
+        return image_features(backbone, paths, desc="probe features", **features).numpy()
+
+    payload = {"method": "linear_probe", "seed": seed, "results": {}, "runs": {}}
+    for part in PARTS:
+        results, runs = probe_part(
+            protocols,
+            part,
+            lambda run: run_training_split(datasets[run.dataset], run, seed, allow_fewer),
+            lambda run, e: evaluation_split(
+                datasets[e.dataset], e, evaluate_config.max_test_per_class
+            ),
+            features_of,
+            c_grid,
+        )
+        for key, value in results.items():
+            payload["results"].setdefault(key, {}).update(value)
+        payload["runs"].update(runs)
+    write_json(RESULTS / f"seed{seed}.json", payload)
+    print(payload["runs"])
+
+
+if __name__ == "__main__":
+    run_stage(main)
