@@ -14,6 +14,7 @@ the backbone costs seconds, more than testing a textual prompt on cached feature
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from .backbones import Backbone
-from .config import DownstreamConfig
+from .config import DownstreamConfig, run_options
 from .data import DatasetSplits, load_dataset
 from .errors import UserError
 from .evaluation import evaluate
@@ -30,7 +31,8 @@ from .io import open_live
 from .learners import PromptLearner, build_learner
 from .meta.artifacts import MetaPrompt, load_meta_prompt
 from .protocol import RunSpec, evaluation_split, run_training_split, set_nested
-from .training import TrainingSet, cached_training_set, image_training_set, train
+from .training import TrainingSet, cached_training_set, train
+from .training_images import fresh_training_set, image_training_set
 
 
 class Datasets:
@@ -59,9 +61,11 @@ class Outputs:
     checkpoints: Path = Path(".cache/checkpoints/finetune")
 
 
-def meta_run_key(meta_dir: Path | None, learner: str) -> str:
-    """What else decides a run's result: the learner kind and theta*/phi's bytes."""
-    digest = hashlib.sha1(learner.encode())
+def run_key(learner: str, options: dict[str, Any], meta_dir: Path | None) -> str:
+    """What decides a run's result besides its train config, initial prompt and data (the
+    per-run checkpoint's key): the learner kind, every option it was built with (ProGrad's
+    lambda and T are Python floats, not in the prompt's state) and theta*/phi's bytes."""
+    digest = hashlib.sha1(json.dumps([learner, options], sort_keys=True, default=str).encode())
     if meta_dir is not None:
         for name in ("theta.pt", "phi.pt"):
             digest.update((meta_dir / name).read_bytes())
@@ -71,16 +75,23 @@ def meta_run_key(meta_dir: Path | None, learner: str) -> str:
 def training_set(
     learner: PromptLearner, config: DownstreamConfig, dataset: DatasetSplits, desc: str
 ) -> TrainingSet:
-    """Cached frozen features (and the teacher's logits of each view) for textual learners;
-    the images themselves for learners with a visual prompt."""
+    """``augment.mode: fresh``: new crops every step (images, or their frozen features and
+    the teacher's logits of each). ``cached``: cached frozen features (and the teacher's
+    logits of each view) for textual learners, the images for learners with a visual prompt.
+    """
     paths = [d.path for d in dataset.train]
     labels = [d.label for d in dataset.train]
     backbone, augment = learner.backbone, config.augment
+    workers = int(config.features.get("num_workers", 0))
     teacher = learner.teacher(dataset.prograd_template, dataset.classnames)
+    if learner.needs_images and teacher is not None:
+        raise ValueError(f"{type(learner).__name__}: a teacher needs cached features")
+    if augment.mode == "fresh":
+        return fresh_training_set(
+            backbone, paths, labels, learner.needs_images, augment.seed, teacher, workers
+        )
     if learner.needs_images:
-        if teacher is not None:
-            raise ValueError(f"{type(learner).__name__}: a teacher needs cached features")
-        return image_training_set(backbone, paths, labels, augment.views, augment.seed)
+        return image_training_set(backbone, paths, labels, augment.views, augment.seed, workers)
     return cached_training_set(
         backbone,
         paths,
@@ -94,17 +105,18 @@ def training_set(
 
 
 def build_run_learner(
-    config: DownstreamConfig, backbone: Backbone, dataset: DatasetSplits
+    config: DownstreamConfig, backbone: Backbone, dataset: DatasetSplits, run: RunSpec
 ) -> PromptLearner:
-    """The row's learner for the run's classes; options it cannot use are the user's error,
-    named where they were written (the row, or the variant's ``learner.json``)."""
+    """The row's learner for the run's classes, with the run's options (``run_options``:
+    ProGrad's ``lambda_overrides``); options it cannot use are the user's error, named where
+    they were written (the row, or the variant's ``learner.json``)."""
     method = config.method
     try:
         learner = build_learner(
             method.learner,
             backbone,
             dataset.classnames,
-            method.options,
+            run_options(method.options, run.dataset, run.shots),
             template=dataset.template,
             prograd_template=dataset.prograd_template,
             seed=config.seed,
@@ -148,7 +160,11 @@ def train_run(
         gradient_transform=None if meta is None else meta.gradient_transform(),
         init_state=None if meta is None else meta.theta,
         checkpoint=out.checkpoints / out.tag / f"{run.name}.pt",
-        run_key=meta_run_key(config.method.meta_dir, config.method.learner),
+        run_key=run_key(
+            config.method.learner,
+            run_options(config.method.options, run.dataset, run.shots),
+            config.method.meta_dir,
+        ),
         on_epoch_end=log,
         desc=f"{config.method.name} {run.name}",
     ).history
@@ -199,7 +215,7 @@ def run_part(
     for run in config.protocols.runs(config.part):
         started = time.perf_counter()
         dataset = run_training_split(datasets[run.dataset], run, config.seed, config.allow_fewer)
-        learner = build_run_learner(config, backbone, dataset)
+        learner = build_run_learner(config, backbone, dataset, run)
         history = train_run(config, learner, dataset, meta, run, out)
         model = out.models / out.tag / f"{run.name}.pt"
         model.parent.mkdir(parents=True, exist_ok=True)

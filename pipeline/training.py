@@ -11,9 +11,11 @@ Samples come from a :class:`TrainingSet`:
   teacher logits of each; a step then costs the text encoder only. Each epoch every
   sample gets one of its ``views`` at random (seeded), the cached counterpart of a fresh
   random crop per epoch;
-* :class:`ImageTrainingSet`: the same samples and views decoded and preprocessed on the
-  fly (VPT and the joint learner need them); view v of an image is the crop the feature
-  cache holds.
+* :class:`~pipeline.training_images.ImageTrainingSet`: the same samples and views decoded
+  and preprocessed on the fly (VPT and the joint learner need them); view v of an image is
+  the crop the feature cache holds;
+* :class:`~pipeline.training_images.FreshTrainingSet` (``augment.mode: fresh``): a new
+  random crop per sample and step, encoded by the frozen image encoder at every step.
 
 The per-epoch order and views are a pure function of (seed, epoch), and a checkpoint after
 every epoch holds the prompt, the optimiser state and the metric history, so an interrupted
@@ -29,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,12 +42,37 @@ from tqdm import tqdm
 
 from .backbones import Backbone, cosine_logits
 from .config import TrainConfig
-from .features import ImageFiles, image_features
+from .features import image_features
 from .io import save_atomic, seed_everything
 from .learners import Batch, PromptLearner
+from .params import ParamError
+
+#: precisions a training loop accepts (``backbone.precision``); see ``check_training_precision``
+TRAINING_PRECISIONS = ("fp32", "bf16")
 
 GradientTransform = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def check_training_precision(precision: object, stage: str) -> None:
+    """Refuse ``backbone.precision: fp16`` for a stage that trains (finetune, meta_train).
+
+    Why not a ``torch.amp.GradScaler``: our steps do not call ``loss.backward()``; they take
+    gradients with ``torch.autograd.grad`` and transform them before the optimiser sees
+    them: ProGrad's projection (Eq. 6) compares two losses' gradients, R_phi (GRAM Eq. 5-7)
+    is a small network of the gradient, and Eq. 10 differentiates through it. A scaled loss
+    would have to be unscaled inside every one of those, and a scaled gradient fed to R_phi
+    changes its output (it is not linear). bf16 autocast has fp32's exponent range, needs no
+    scaling and runs on the same GPUs (Ampere and later) and on the CPU, so it is the
+    low-precision training path; fp16 stays for the stages that only encode (zeroshot,
+    embed_pairs).
+    """
+    if precision == "fp16":
+        raise ParamError(
+            f"params.yaml: backbone.precision = 'fp16': fp16 training is not supported in "
+            f"{stage} (its gradients would need loss scaling through ProGrad's projection and "
+            f"R_phi); use bf16 (or fp32)"
+        )
 
 
 def epoch_lr(epoch: int, config: TrainConfig) -> float:
@@ -76,6 +103,13 @@ class TrainingSet:
     def batch(self, indices: np.ndarray, views: np.ndarray) -> Batch:
         raise NotImplementedError
 
+    def epoch_batches(
+        self, batches: Sequence[tuple[np.ndarray, np.ndarray]], epoch: int
+    ) -> Iterator[Batch]:
+        """The :class:`Batch` of each (sample indices, view indices) of epoch ``epoch``."""
+        for indices, views in batches:
+            yield self.batch(indices, views)
+
     def fingerprint(self) -> str:
         """Identity of the samples (part of a checkpoint's key)."""
         raise NotImplementedError
@@ -105,37 +139,6 @@ class CachedTrainingSet(TrainingSet):
         digest.update(self.features.cpu().numpy().tobytes())
         if self.teacher_logits is not None:
             digest.update(self.teacher_logits.cpu().numpy().tobytes())
-        return digest.hexdigest()
-
-
-@dataclass
-class ImageTrainingSet(TrainingSet):
-    """The images themselves, decoded and preprocessed per batch (visual prompts); view v
-    of an image is the very crop the feature cache holds."""
-
-    labels: Tensor
-    view_ids: list[int | None]
-    paths: list[Path]
-    backbone: Backbone
-    aug_seed: int = 0
-
-    def batch(self, indices: np.ndarray, views: np.ndarray) -> Batch:
-        images = [
-            self._image(int(i), self.view_ids[int(v)]) for i, v in zip(indices, views, strict=True)
-        ]
-        index = torch.as_tensor(indices, dtype=torch.long)
-        return Batch(self.labels[index], images=torch.stack(images).to(self.backbone.device))
-
-    def _image(self, index: int, view: int | None) -> Tensor:
-        transform = self.backbone.image_transform(train=view is not None)
-        # the same seeded preprocessing as the feature cache, so view v is the same crop
-        return ImageFiles([self.paths[index]], transform, view, self.aug_seed)[0]
-
-    def fingerprint(self) -> str:
-        digest = hashlib.sha1(self.labels.cpu().numpy().tobytes())
-        digest.update(repr(self.view_ids).encode())
-        digest.update("|".join(str(p) for p in self.paths).encode())
-        digest.update(str(self.aug_seed).encode())
         return digest.hexdigest()
 
 
@@ -171,22 +174,6 @@ def cached_training_set(
             [cosine_logits(f, teacher_classifier.cpu(), backbone.logit_scale) for f in features]
         )
     return CachedTrainingSet(torch.as_tensor(list(labels)), ids, features, teacher)
-
-
-def image_training_set(
-    backbone: Backbone,
-    paths: Sequence[Path],
-    labels: Sequence[int],
-    views: int,
-    aug_seed: int = 0,
-) -> ImageTrainingSet:
-    return ImageTrainingSet(
-        torch.as_tensor(list(labels)),
-        view_ids(views),
-        [Path(p) for p in paths],
-        backbone,
-        aug_seed,
-    )
 
 
 def epoch_batches(
@@ -229,8 +216,22 @@ def load_init_state(learner: PromptLearner, init_state: Mapping[str, Tensor]) ->
             params[name].copy_(value)
 
 
+def learner_settings(learner: PromptLearner) -> dict[str, object]:
+    """The learner's plain-value attributes (ProGrad's ``lam`` and ``temperature``, CoOp's
+    ``n_ctx``...): options that shape every step but live outside its ``state_dict``."""
+    plain = (bool, int, float, str, type(None))
+    return {
+        name: value
+        for name, value in sorted(vars(learner).items())
+        if not name.startswith("_") and name != "training" and isinstance(value, plain)
+    }
+
+
 def _fingerprint(learner: PromptLearner, data: TrainingSet, config: TrainConfig, key: str) -> str:
-    digest = hashlib.sha1(json.dumps([asdict(config), type(learner).__name__, key]).encode())
+    settings = learner_settings(learner)
+    digest = hashlib.sha1(
+        json.dumps([asdict(config), type(learner).__name__, settings, key]).encode()
+    )
     for name, tensor in sorted(learner.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().numpy().tobytes())
@@ -285,13 +286,14 @@ def _epoch(
     params = learner.prompt_parameters()
     loss_sum, correct, count = 0.0, 0, 0
     batches = epoch_batches(len(data), len(data.view_ids), config.batch_size, config.seed, epoch)
-    for indices, views in tqdm(
-        batches,
+    for batch in tqdm(
+        data.epoch_batches(batches, epoch),
+        total=len(batches),
         desc=f"{desc} epoch {epoch + 1}/{config.epochs}",
         leave=False,
         disable=len(batches) < 20,
     ):
-        step = learner.training_gradients(data.batch(indices, views))
+        step = learner.training_gradients(batch)
         grads = step.grads if gradient_transform is None else gradient_transform(step.grads)
         for name, parameter in params.items():
             parameter.grad = grads[name].detach().to(parameter.dtype)

@@ -10,8 +10,9 @@ trains one prompt per (K in ``evaluate.few_shot.shots``, dataset) and tests it. 
 separate stages so that ``dvc exp run -S shots=4`` leaves the few-shot curve alone. The work
 itself is ``pipeline.downstream.run_part``.
 
-Reads params: shots, datasets, backbone, data, features, finetune.{train, augment,
-allow_fewer, methods.<method>}, domain_shift, evaluate.{batch_size, max_test_per_class,
+Reads params: shots, datasets, backbone (``precision: fp16`` is refused for training: use
+bf16), data, features, finetune.{train, augment (mode: cached | fresh), allow_fewer,
+methods.<method>}, domain_shift, evaluate.{batch_size, max_test_per_class,
 cross_dataset, few_shot}; a ``from_meta`` row also reads meta.variants and
 models/gram/<variant>/.
 Writes: models/downstream/<method>/seed<seed>/<part>/<run>.pt (the prompt),

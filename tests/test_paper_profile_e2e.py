@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -35,12 +34,6 @@ CORE = [
 VARIANTS = ["ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR"]
 META_VARIANTS = ["coop", "vpt", "unigram"]
 UPSTREAM = ["zeroshot", *(f"meta_train@{v}" for v in META_VARIANTS)]
-#: the paper keys the finetune path does not read yet (README "Profiles"); an error naming one
-#: of them is the known gap, any other failure is a bug
-PENDING_KEYS = re.compile(
-    r"finetune\.methods\.\w+\.(options|train)\b|finetune\.augment\.mode|lambda_overrides"
-    r"|init_count|evaluate\.few_shot\.epochs"
-)
 #: 70 captions = 7 subjects x 5 styles x 2 places: clusters for HDBSCAN at min_cluster_size 5
 PAIRS = 70
 
@@ -184,26 +177,17 @@ def full_run(upstream_run):
     return upstream_run, result
 
 
-def _xfail_if_pending(full_run) -> Path:
-    """xfail when the run stopped on a paper key the finetune path does not read yet."""
+def _succeeded(full_run) -> Path:
+    """The scratch repository, once ``dvc repro`` of the whole DAG has succeeded."""
     root, result = full_run
     if result.returncode != 0:
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-        pending = [line for line in errors if PENDING_KEYS.search(line)]
-        if pending:
-            pytest.xfail(
-                "the finetune stages do not read the paper profile's finetune.methods rows "
-                "{learner, options, train} (nor finetune.augment.mode, "
-                "finetune.methods.prograd.options.lambda_overrides / init_count, "
-                f"evaluate.few_shot.epochs / epochs_by_dataset) yet: {pending[0]}"
-            )
         output = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
         pytest.fail(f"dvc repro failed:\n{output}")
     return root
 
 
 def test_every_stage_ran_and_is_up_to_date(full_run):
-    root = _xfail_if_pending(full_run)
+    root = _succeeded(full_run)
     stages = _run(DVC + ["stage", "list", "--name-only"], root).stdout.split()
     locked = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     assert set(stages) == set(locked)
@@ -212,7 +196,7 @@ def test_every_stage_ran_and_is_up_to_date(full_run):
 
 
 def test_every_method_wrote_its_runs(full_run, params):
-    root = _xfail_if_pending(full_run)
+    root = _succeeded(full_run)
     runs = root / "results" / "downstream" / "runs"
     for method in params["methods"]:
         assert (runs / method / "seed1" / "main.json").is_file(), method
@@ -222,7 +206,7 @@ def test_every_method_wrote_its_runs(full_run, params):
 
 
 def test_evaluate_has_a_row_per_method_and_a_column_per_dataset(full_run, params):
-    root = _xfail_if_pending(full_run)
+    root = _succeeded(full_run)
     downstream = _metrics(root, "downstream")
     rows = set(params["methods"] + params["gram_methods"])
     columns = {

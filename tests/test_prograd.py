@@ -146,3 +146,83 @@ def test_word_counted_init_is_the_references_reading(tiny_clip):
         ProGrad(tiny_clip, names, n_ctx=4, init_words=PET, init_count="words")
     with pytest.raises(ValueError, match="init_count"):
         ProGrad(tiny_clip, names, init_count="letters")
+
+
+def test_a_changed_lambda_or_temperature_does_not_resume_a_stale_checkpoint(tiny_clip, tmp_path):
+    """lambda and T are plain floats, outside the prompt's state: the checkpoint key has them."""
+    torch.manual_seed(4)
+    names = ["cat", "dog", "bird"]
+    data = CachedTrainingSet(
+        labels=torch.arange(9) % 3,
+        view_ids=[0],
+        features=torch.randn(1, 9, tiny_clip.embed_dim),
+        teacher_logits=torch.randn(1, 9, 3) * 10,
+    )
+    config = TrainConfig(epochs=2, batch_size=3, lr=0.05, warmup_epochs=0, seed=1)
+    checkpoint = tmp_path / "run.pt"
+
+    def learner(**options):
+        return ProGrad(tiny_clip, names, init_words=None, seed=1, **options)
+
+    train(learner(lam=1.0), data, config, checkpoint=checkpoint, stop_after=1)
+    assert train(learner(lam=1.0), data, config, checkpoint=checkpoint).resumed_from == 1
+    train(learner(lam=1.0), data, config, checkpoint=checkpoint, stop_after=1)
+    assert train(learner(lam=0.8), data, config, checkpoint=checkpoint).resumed_from == 0
+    train(learner(lam=1.0), data, config, checkpoint=checkpoint, stop_after=1)
+    assert train(learner(temperature=2.0), data, config, checkpoint=checkpoint).resumed_from == 0
+
+
+def test_the_downstream_run_key_names_every_learner_option(tmp_path):
+    from pipeline.downstream import run_key
+
+    base = {"n_ctx": 16, "lambda": 1.0, "temperature": 1.0}
+    keys = {
+        run_key("prograd", base, None),
+        run_key("prograd", {**base, "lambda": 0.8}, None),
+        run_key("prograd", {**base, "temperature": 2.0}, None),
+        run_key("prograd", {**base, "n_ctx": 4}, None),
+        run_key("coop", base, None),
+    }
+    assert len(keys) == 5
+    reordered = dict(reversed(base.items()))
+    assert run_key("prograd", base, None) == run_key("prograd", reordered, None)
+
+
+RULES = [
+    {"datasets": ["OxfordFlowers", "EuroSAT"], "shots": [8, 16], "lambda": 0.8},
+    {"datasets": ["EuroSAT"], "shots": [1, 8], "lambda": 0.5},
+]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "shots", "lam"),
+    [("OxfordFlowers", 16, 0.8), ("EuroSAT", 8, 0.8), ("EuroSAT", 1, 0.5), ("EuroSAT", 4, 1.0),
+     ("Caltech101", 16, 1.0)],
+)  # fmt: skip
+def test_the_first_lambda_override_matching_dataset_and_shots_sets_lambda(dataset, shots, lam):
+    from pipeline.config import run_options
+
+    options = {"n_ctx": 16, "lambda": 1.0, "lambda_overrides": RULES}
+    assert run_options(options, dataset, shots) == {"n_ctx": 16, "lambda": lam}
+    assert run_options({"n_ctx": 16}, dataset, shots) == {"n_ctx": 16}  # absent: as before
+    assert run_options({"lambda_overrides": []}, dataset, shots) == {}
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ({"datasets": ["EuroSAT"]}, r"lambda_overrides = .*must be a list"),
+        ([{"datasets": ["EuroSAT"], "shots": [8]}], r"lambda_overrides\[0\].*exactly the keys"),
+        ([{"datasets": "EuroSAT", "shots": [8], "lambda": 0.8}], r"\S+\[0\]\.datasets"),
+        ([{"datasets": ["EuroSAT"], "shots": [0], "lambda": 0.8}], r"\S+\[0\]\.shots\[0\] = 0"),
+        ([{"datasets": ["EuroSAT"], "shots": [8], "lambda": 1.5}], r"\S+\[0\]\.lambda = 1\.5"),
+    ],
+)
+def test_bad_lambda_overrides_name_the_key(rules, message):
+    from pipeline.config import read_method
+    from pipeline.params import ParamError
+
+    params = {"finetune": {"train": {}, "methods": {
+        "prograd": {"learner": "prograd", "options": {"lambda_overrides": rules}}}}}  # fmt: skip
+    with pytest.raises(ParamError, match=r"finetune\.methods\.prograd\.options\." + message):
+        read_method(params, "prograd", seed=1)

@@ -16,10 +16,10 @@ from pipeline.training import (
     cached_training_set,
     epoch_batches,
     epoch_lr,
-    image_training_set,
     load_init_state,
     train,
 )
+from pipeline.training_images import image_training_set
 from tests.coop_fakes import write_noise_images
 
 NAMES = ["cat", "dog", "bird"]

@@ -111,7 +111,7 @@ def test_a_from_meta_row_takes_learner_options_theta_and_a_frozen_regulator(tmp_
     import torch
 
     from pipeline.config import read_method
-    from pipeline.downstream import meta_run_key
+    from pipeline.downstream import run_key
     from pipeline.meta.artifacts import load_meta_prompt
 
     theta, regulators = write_meta_variant(tmp_path / "gram" / "coop", tiny_clip)
@@ -128,7 +128,7 @@ def test_a_from_meta_row_takes_learner_options_theta_and_a_frozen_regulator(tmp_
     with torch.no_grad():
         expected = regulators(grads)["text_ctx"]
     torch.testing.assert_close(meta.gradient_transform()(grads)["text_ctx"], expected)
-    assert meta_run_key(method.meta_dir, "coop") != meta_run_key(None, "coop")
+    assert run_key("coop", method.options, method.meta_dir) != run_key("coop", method.options, None)
 
 
 def test_bad_rows_name_the_key_the_user_wrote(tmp_path, tiny_clip):

@@ -29,12 +29,19 @@ from .downstream import (
     read_train,
 )
 from .fields import Bound, bounded, check, read, read_bounds
-from .learners import LEARNER_OPTIONS, check_learner
+from .learners import (
+    LEARNER_OPTIONS,
+    LambdaOverride,
+    check_learner,
+    read_lambda_overrides,
+    run_options,
+)
 from .meta import TasksConfig, read_meta, read_tasks
 
 __all__ = [
     "FEATURE_OPTIONS",
     "GRAM_MODELS",
+    "LambdaOverride",
     "LEARNER_OPTIONS",
     "AugmentConfig",
     "Bound",
@@ -56,10 +63,12 @@ __all__ = [
     "read_evaluate",
     "read_features",
     "read_few_shot_epochs",
+    "read_lambda_overrides",
     "read_meta",
     "read_method",
     "read_protocols",
     "read_seed",
     "read_tasks",
     "read_train",
+    "run_options",
 ]

@@ -47,10 +47,17 @@ def read_train(section: Mapping | None, where: str, seed: int) -> TrainConfig:
     return config
 
 
+AUGMENT_MODES = ("cached", "fresh")
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
-    """``finetune.augment``: fixed augmented views cached per training image."""
+    """``finetune.augment``: ``mode: cached`` = ``views`` fixed augmented views per training
+    image, encoded once (ours, cheap on a CPU); ``fresh`` = a new random crop and flip per
+    sample and step, the frozen image encoder run on every batch (Dassl, the references;
+    ``views`` is then unused). ``seed`` seeds the crops of either."""
 
+    mode: str = bounded("cached", choices=AUGMENT_MODES)
     views: int = bounded(2, 0, 1000, integer=True)
     seed: int = bounded(0, 0, 2**31 - 1, integer=True)
 
@@ -299,7 +306,9 @@ def read_downstream(
     """Read and check every param a finetune stage uses, and the datasets' specs, before
     anything expensive happens."""
     from ..params import data_root, dataset_spec
+    from ..training import check_training_precision
 
+    check_training_precision((params.get("backbone") or {}).get("precision", "fp32"), "finetune")
     seed = read_seed(seed)
     protocols = read_protocols(params)
     names = protocols.test_datasets(part)

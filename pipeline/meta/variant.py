@@ -9,6 +9,7 @@ phi = identity).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from ..backbones import Backbone
+from ..backbones import Backbone, full_precision
 from ..io import open_live
 from ..learners import build_learner
 from .adapters import (
@@ -94,6 +95,15 @@ def summary(history: list[dict[str, float]], name: str) -> dict[str, float]:
     }
 
 
+def precision_of_meta_steps(backbone: Backbone, second_order: bool):
+    """The block meta-training runs in: fp32 for second-order steps (GRAM Eq. 10), whose
+    double backward through attention fails under bf16/fp16 autocast; else the backbone's
+    own precision."""
+    if second_order and backbone.precision != "fp32":
+        return full_precision(backbone)
+    return contextlib.nullcontext()
+
+
 def meta_train_variant(
     cfg: dict[str, Any],
     backbone: Backbone,
@@ -110,6 +120,9 @@ def meta_train_variant(
     ``labelled`` (GRAM Table 6, "- CHC"): the tasks' images come from that labelled dataset
     (``params`` gives its feature cache settings) instead of the image-text pairs.
     """
+    from ..training import check_training_precision
+
+    check_training_precision(backbone.precision, "meta_train")
     learner = build_learner(
         cfg["learner"], backbone, tasks[0].classnames, cfg["options"], seed=cfg["seed"]
     )
@@ -151,7 +164,9 @@ def meta_train_variant(
     shards = sorted(Path(paths.tasks).glob("tasks-*.tar"))
     shards += sorted((Path(paths.tasks) / "val").glob("tasks-*.tar"))
     started = time.perf_counter()
-    with open_live(paths.live / cfg["variant"]) as live:
+    with precision_of_meta_steps(backbone, cfg["second_order"]), open_live(
+        paths.live / cfg["variant"]
+    ) as live:
         result.history = run(
             trainer,
             batches,
