@@ -46,25 +46,36 @@ from pipeline.meta.regulator import build_regulators  # noqa: E402
 TEMPLATE = "a photo of a {}."
 #: CoOp's 11 datasets: (classes, test images) of CoOp's splits (CoOp, IJCV 2022, Table 1)
 DATASETS = {
-    "imagenet": (1000, 50000), "caltech101": (100, 2465), "oxford_pets": (37, 3669),
-    "stanford_cars": (196, 8041), "oxford_flowers": (102, 2463), "food101": (101, 30300),
-    "fgvc_aircraft": (100, 3333), "sun397": (397, 19850), "dtd": (47, 1692),
-    "eurosat": (10, 8100), "ucf101": (101, 3783),
-}  # fmt: skip
+    "imagenet": (1000, 50000),
+    "caltech101": (100, 2465),
+    "oxford_pets": (37, 3669),
+    "stanford_cars": (196, 8041),
+    "oxford_flowers": (102, 2463),
+    "food101": (101, 30300),
+    "fgvc_aircraft": (100, 3333),
+    "sun397": (397, 19850),
+    "dtd": (47, 1692),
+    "eurosat": (10, 8100),
+    "ucf101": (101, 3783),
+}
 CC3M_PAIRS = 3_100_000  # after filtering (GRAM 4.1)
 #: Table 1 rows: learner, and whether it is meta-trained first (GRAM 4.1)
 ROWS = {
-    "CoOp": ("coop", False), "CoOp + GRAM": ("coop", True), "CoCoOp": ("cocoop", False),
-    "ProGrad": ("prograd", False), "VPT": ("vpt", False), "VPT + GRAM": ("vpt", True),
+    "CoOp": ("coop", False),
+    "CoOp + GRAM": ("coop", True),
+    "CoCoOp": ("cocoop", False),
+    "ProGrad": ("prograd", False),
+    "VPT": ("vpt", False),
+    "VPT + GRAM": ("vpt", True),
     "UNIGRAM": ("joint", True),
-}  # fmt: skip
+}
 OPTIONS = {
     "coop": {"n_ctx": 4, "init_words": "a photo of a"},
     "cocoop": {"n_ctx": 4, "init_words": "a photo of a"},
     "prograd": {"n_ctx": 4, "init_words": "a photo of a"},
     "vpt": {"n_tokens": 4, "depth": 1},
     "joint": {"n_ctx": 2, "n_tokens": 2, "depth": 1},
-}  # fmt: skip
+}
 
 
 def classnames(count: int) -> list[str]:

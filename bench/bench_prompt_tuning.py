@@ -45,10 +45,22 @@ from pipeline.learners import Batch, CoCoOp, CoOp, ProGrad  # noqa: E402
 from pipeline.learners.base import hand_written_classifier  # noqa: E402
 
 CLASSNAMES = [
-    "annual crop land", "forest", "herbaceous vegetation land", "highway or road",
-    "industrial buildings", "pasture land", "permanent crop land", "residential buildings",
-    "river", "sea or lake", "airport", "bare soil", "glacier", "vineyard", "wetland",
-]  # fmt: skip  (EuroSAT's 10 classes and 5 more land covers: 15 classes)
+    "annual crop land",
+    "forest",
+    "herbaceous vegetation land",
+    "highway or road",
+    "industrial buildings",
+    "pasture land",
+    "permanent crop land",
+    "residential buildings",
+    "river",
+    "sea or lake",
+    "airport",
+    "bare soil",
+    "glacier",
+    "vineyard",
+    "wetland",
+]  # (EuroSAT's 10 classes and 5 more land covers: 15 classes)
 TEMPLATE = "a centered satellite photo of {}."
 TEMPLATE_WORDS = "a centered satellite photo of"  # ProGrad's init: the template minus " {}."
 
@@ -130,13 +142,20 @@ def build(args):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", choices=["vit-b-16", "embedded"], default="vit-b-16")
-    parser.add_argument("--model", default="ViT-B-16",
-                        help="open_clip model (gram-tiny-vit: a smoke test in seconds)")
+    parser.add_argument(
+        "--model",
+        default="ViT-B-16",
+        help="open_clip model (gram-tiny-vit: a smoke test in seconds)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="our steps per round")
-    parser.add_argument("--reference-steps", type=int, default=1,
-                        help="rounds: each times one reference step and --steps of ours")
+    parser.add_argument(
+        "--reference-steps",
+        type=int,
+        default=1,
+        help="rounds: each times one reference step and --steps of ours",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="CoOp/ProGrad batch (32)")
     parser.add_argument("--eval-images", type=int, default=64)
     parser.add_argument("--configs", default="official,gram")
@@ -172,13 +191,21 @@ def main() -> None:
     def compare(config, name, make, with_teacher, n, backwards, steps):
         ours_learner = make(True)
         reference, ours, text = interleaved_seconds(
-            [sgd_step(make(False), lambda: reference_batch(with_teacher, n)),
-             sgd_step(ours_learner, lambda: cached_batch(with_teacher, n)),
-             text_pass(ours_learner, features[:1], backwards)],
-            [1, steps, steps], args.reference_steps, device)  # fmt: skip
+            [
+                sgd_step(make(False), lambda: reference_batch(with_teacher, n)),
+                sgd_step(ours_learner, lambda: cached_batch(with_teacher, n)),
+                text_pass(ours_learner, features[:1], backwards),
+            ],
+            [1, steps, steps],
+            args.reference_steps,
+            device,
+        )
         rows.append((config, name, reference, ours, text))
-        print(f"{config:>8} {name:<24} reference {reference:8.3f} s  ours {ours:7.3f} s  "
-              f"{reference / ours:6.1f}x  text share {text / ours:4.0%}", flush=True)  # fmt: skip
+        print(
+            f"{config:>8} {name:<24} reference {reference:8.3f} s  ours {ours:7.3f} s  "
+            f"{reference / ours:6.1f}x  text share {text / ours:4.0%}",
+            flush=True,
+        )
 
     n_eval = args.eval_images
     test_images = torch.randn(n_eval, 3, size, size, device=device)
@@ -194,33 +221,61 @@ def main() -> None:
 
     for config in args.configs.split(","):
         coop, prograd, cocoop = CONFIGS[config]
-        compare(config, f"CoOp step (batch {b})",
-                lambda t, kw=coop: CoOp(backbone, CLASSNAMES, truncate=t, **kw),
-                False, b, 1, args.steps)  # fmt: skip
-        compare(config, f"ProGrad step (batch {b})",
-                lambda t, kw=prograd: ProGrad(backbone, CLASSNAMES, truncate=t, **kw),
-                True, b, 2, args.steps)  # fmt: skip
-        compare(config, "CoCoOp step (batch 1)",
-                lambda t, kw=cocoop: CoCoOp(backbone, CLASSNAMES, truncate=t, **kw),
-                False, 1, 1, args.steps * 3)  # fmt: skip
+        compare(
+            config,
+            f"CoOp step (batch {b})",
+            lambda t, kw=coop: CoOp(backbone, CLASSNAMES, truncate=t, **kw),
+            False,
+            b,
+            1,
+            args.steps,
+        )
+        compare(
+            config,
+            f"ProGrad step (batch {b})",
+            lambda t, kw=prograd: ProGrad(backbone, CLASSNAMES, truncate=t, **kw),
+            True,
+            b,
+            2,
+            args.steps,
+        )
+        compare(
+            config,
+            "CoCoOp step (batch 1)",
+            lambda t, kw=cocoop: CoCoOp(backbone, CLASSNAMES, truncate=t, **kw),
+            False,
+            1,
+            1,
+            args.steps * 3,
+        )
         full = CoOp(backbone, CLASSNAMES, truncate=False, **coop)
         short = CoOp(backbone, CLASSNAMES, truncate=True, **coop)
         reference, ours = interleaved_seconds(
             [lambda m=full: evaluate(m, True), lambda m=short: evaluate(m, False)],
-            [1, args.steps], args.reference_steps, device)  # fmt: skip
+            [1, args.steps],
+            args.reference_steps,
+            device,
+        )
         rows.append((config, f"eval pass ({n_eval} images)", reference, ours, None))
-        print(f"{config:>8} {'eval pass':<24} reference {reference:8.3f} s  ours {ours:7.3f} s  "
-              f"{reference / ours:6.1f}x", flush=True)  # fmt: skip
+        print(
+            f"{config:>8} {'eval pass':<24} reference {reference:8.3f} s  ours {ours:7.3f} s  "
+            f"{reference / ours:6.1f}x",
+            flush=True,
+        )
 
-    print(f"\nbackbone {backbone.name} (random weights: timing only), {len(CLASSNAMES)} classes, "
-          f"{args.threads} threads, {device}; filling the cache costs {encode_per_image:.3f} s "
-          "per image and view, once (not per epoch)")  # fmt: skip
+    print(
+        f"\nbackbone {backbone.name} (random weights: timing only), {len(CLASSNAMES)} classes, "
+        f"{args.threads} threads, {device}; filling the cache costs {encode_per_image:.3f} s "
+        "per image and view, once (not per epoch)"
+    )
     print("\n| config | step | reference (s) | ours (s) | speed-up | text enc. share of ours |")
     print("|---|---|---|---|---|---|")
     for config, name, reference, ours, text in rows:
         share = "-" if text is None else f"{text / ours:.0%}"
-        print(f"| {config} | {name} | {reference:.3f} | {ours:.3f} | {reference / ours:.1f}x "
-              f"| {share} |")
+        print(
+            f"| {config} | {name} | {reference:.3f} | {ours:.3f} | {reference / ours:.1f}x "
+            f"| {share} |"
+        )
 
 
 if __name__ == "__main__":

@@ -52,19 +52,23 @@ KEPT_PAIRS = HERE.parent / "data/pairs/kept.parquet"
 CAPTION_EMBEDDINGS = HERE.parent / "data/chc/caption_embeddings.npy"
 
 
-def corpus(cache: Path, wordnet: str | None, kind: str = "wordnet",
-           limit: int | None = None) -> tuple[list[str], Path]:
+def corpus(
+    cache: Path, wordnet: str | None, kind: str = "wordnet", limit: int | None = None
+) -> tuple[list[str], Path]:
     """Captions and the path of their embeddings: WordNet glosses (embedded here on first
     use; ``limit``: only a seeded sample of that many, cheaper to embed), or ``embedded``:
     the pipeline's own kept captions (`dvc repro embed_captions`)."""
     if kind == "embedded":
         if not (KEPT_PAIRS.exists() and CAPTION_EMBEDDINGS.exists()):
-            raise SystemExit(f"--corpus embedded reads {KEPT_PAIRS} and {CAPTION_EMBEDDINGS}: "
-                             "run `dvc repro embed_captions` first")
+            raise SystemExit(
+                f"--corpus embedded reads {KEPT_PAIRS} and {CAPTION_EMBEDDINGS}: "
+                "run `dvc repro embed_captions` first"
+            )
         import pandas as pd
 
-        return pd.read_parquet(KEPT_PAIRS, columns=["caption"])["caption"].tolist(), \
-            CAPTION_EMBEDDINGS
+        return pd.read_parquet(KEPT_PAIRS, columns=["caption"])[
+            "caption"
+        ].tolist(), CAPTION_EMBEDDINGS
     from wordnet_glosses import read_glosses
 
     tag = "" if limit is None else f"_{limit}"
@@ -103,7 +107,8 @@ def subset(captions: list[str], vectors: Path, size: int, jitter: float, seed: i
         chunk = rows[start : start + 100_000]
         replica = (np.arange(start, start + len(chunk)) >= len(captions))[:, None]
         block = base[chunk] + replica * jitter * rng.standard_normal(
-            (len(chunk), base.shape[1]), dtype=np.float32)
+            (len(chunk), base.shape[1]), dtype=np.float32
+        )
         out[start : start + len(chunk)] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return [captions[i] for i in rows], out
 
@@ -111,8 +116,14 @@ def subset(captions: list[str], vectors: Path, size: int, jitter: float, seed: i
 def fit_bertopic(docs, embeddings, seed):
     from umap import UMAP
 
-    umap_model = UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine",
-                      low_memory=False, random_state=seed)
+    umap_model = UMAP(
+        n_neighbors=15,
+        n_components=5,
+        min_dist=0.0,
+        metric="cosine",
+        low_memory=False,
+        random_state=seed,
+    )
     try:
         from bertopic import BERTopic
     except ImportError:
@@ -129,8 +140,16 @@ def fit_bertopic_by_hand(docs, embeddings, umap_model):
     from sklearn.feature_extraction.text import CountVectorizer
 
     reduced = umap_model.fit_transform(embeddings)
-    labels = HDBSCAN(min_cluster_size=10, metric="euclidean", cluster_selection_method="eom",
-                     prediction_data=True).fit(reduced).labels_
+    labels = (
+        HDBSCAN(
+            min_cluster_size=10,
+            metric="euclidean",
+            cluster_selection_method="eom",
+            prediction_data=True,
+        )
+        .fit(reduced)
+        .labels_
+    )
     joined = pd.DataFrame({"doc": docs, "topic": labels}).groupby("topic")["doc"].agg(" ".join)
     CountVectorizer().fit_transform(joined.tolist())
     return labels, "bertopic pipeline rebuilt (umap+hdbscan+CountVectorizer)"
@@ -142,16 +161,22 @@ def fit_ours(docs, embeddings, args):
 
     model = TopicModel(
         embedder=None,
-        reducer=make_reducer(args.ours_backend, n_epochs=args.ours_epochs, init=args.ours_init,
-                             random_state=args.seed, knn_cache=args.knn_cache),
+        reducer=make_reducer(
+            args.ours_backend,
+            n_epochs=args.ours_epochs,
+            init=args.ours_init,
+            random_state=args.seed,
+            knn_cache=args.knn_cache,
+        ),
         clusterer=make_clusterer(args.ours_backend, min_cluster_size=10),
         fit_sample_size=args.ours_sample,
     )
     result = model.fit(docs, embeddings)
     cached = getattr(model.reducer, "last_fit_cached", None)
     graph = {None: "", False: ", k-NN computed+cached", True: ", k-NN from cache"}[cached]
-    return result.labels, (f"ours ({args.ours_backend}, sample {args.ours_sample}, "
-                           f"epochs {args.ours_epochs}{graph})")
+    return result.labels, (
+        f"ours ({args.ours_backend}, sample {args.ours_sample}, epochs {args.ours_epochs}{graph})"
+    )
 
 
 def worker(args) -> None:
@@ -165,22 +190,57 @@ def worker(args) -> None:
         labels, what = fit_bertopic(docs, embeddings, args.seed)
     seconds = time.perf_counter() - start
     np.save(Path(args.cache) / f"labels_{args.worker}_{args.size}.npy", labels)
-    print(json.dumps({"seconds": seconds, "topics": int(len(set(labels.tolist()) - {-1})),
-                      "noise": float(np.mean(labels == -1)), "what": what}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "topics": int(len(set(labels.tolist()) - {-1})),
+                "noise": float(np.mean(labels == -1)),
+                "what": what,
+            }
+        )
+    )
 
 
 def run_one(method: str, size: int, args, seed: int, extra_env: dict | None = None) -> dict:
     """One fit in a fresh process: its time, and its whole-process peak memory (ru_maxrss)."""
-    command = [sys.executable, __file__, "--worker", method, "--size", str(size),
-               "--cache", args.cache, "--jitter", str(args.jitter), "--seed", str(seed),
-               "--ours-init", args.ours_init, "--corpus", args.corpus,
-               "--ours-backend", args.ours_backend]
-    for flag, value in (("--ours-sample", args.ours_sample), ("--ours-epochs", args.ours_epochs),
-                        ("--corpus-size", args.corpus_size), ("--knn-cache", args.knn_cache)):
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        method,
+        "--size",
+        str(size),
+        "--cache",
+        args.cache,
+        "--jitter",
+        str(args.jitter),
+        "--seed",
+        str(seed),
+        "--ours-init",
+        args.ours_init,
+        "--corpus",
+        args.corpus,
+        "--ours-backend",
+        args.ours_backend,
+    ]
+    for flag, value in (
+        ("--ours-sample", args.ours_sample),
+        ("--ours-epochs", args.ours_epochs),
+        ("--corpus-size", args.corpus_size),
+        ("--knn-cache", args.knn_cache),
+    ):
         if value is not None:
             command += [flag, str(value)]
-    threads = {name: str(args.threads) for name in (
-        "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    threads = {
+        name: str(args.threads)
+        for name in (
+            "OMP_NUM_THREADS",
+            "NUMBA_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+        )
+    }
     env = {**os.environ, **threads, "TOKENIZERS_PARALLELISM": "false", **(extra_env or {})}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env, text=True)
     output = process.stdout.read()
@@ -188,16 +248,21 @@ def run_one(method: str, size: int, args, seed: int, extra_env: dict | None = No
     if status != 0:
         raise SystemExit(f"{method} at {size} failed (status {status})")
     record = json.loads(output.strip().splitlines()[-1])
-    record.update(method=method, size=size, peak_mb=usage.ru_maxrss / 1024,
-                  cpu_s=usage.ru_utime + usage.ru_stime)
+    record.update(
+        method=method,
+        size=size,
+        peak_mb=usage.ru_maxrss / 1024,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+    )
     return record
 
 
 def ari(cache: Path, a: str, b: str, size: int) -> float:
     from sklearn.metrics import adjusted_rand_score
 
-    return adjusted_rand_score(np.load(cache / f"labels_{a}_{size}.npy"),
-                               np.load(cache / f"labels_{b}_{size}.npy"))
+    return adjusted_rand_score(
+        np.load(cache / f"labels_{a}_{size}.npy"), np.load(cache / f"labels_{b}_{size}.npy")
+    )
 
 
 def bench_size(size: int, args) -> None:
@@ -224,43 +289,61 @@ def bench_size(size: int, args) -> None:
     if not all((cache / f"labels_{name}_{size}.npy").exists() for name in names):
         return  # ours alone, without BERTopic's labels from an earlier run: no ARI
     if len(records) > len(runs):
-        report_ratios(records[0], records[len(seeds):], size)
+        report_ratios(records[0], records[len(seeds) :], size)
     report_ari(cache, names, runs, size)
 
 
 def report_ratios(anchor: dict, ours: list[dict], size: int) -> None:
     print(f"\nratios at {size} against {anchor['method']} (time, peak memory):")
     for record in ours:
-        print(f"  {record['method']:<12} {anchor['seconds'] / record['seconds']:5.2f}x faster, "
-              f"{record['peak_mb'] / anchor['peak_mb']:.2f}x memory, noise "
-              f"{record['noise'] - anchor['noise']:+.3f} vs BERTopic")
+        print(
+            f"  {record['method']:<12} {anchor['seconds'] / record['seconds']:5.2f}x faster, "
+            f"{record['peak_mb'] / anchor['peak_mb']:.2f}x memory, noise "
+            f"{record['noise'] - anchor['noise']:+.3f} vs BERTopic"
+        )
 
 
 def report_ari(cache: Path, names: list[str], runs: list[str], size: int) -> None:
-    spread = [ari(cache, a, b, size) for i, a in enumerate(names) for b in names[i + 1:]]
-    print(f"ARI at {size}: BERTopic against itself (seed pairs) "
-          + ", ".join(f"{x:.3f}" for x in spread)
-          + f" -> spread [{min(spread):.3f}, {max(spread):.3f}]")
+    spread = [ari(cache, a, b, size) for i, a in enumerate(names) for b in names[i + 1 :]]
+    print(
+        f"ARI at {size}: BERTopic against itself (seed pairs) "
+        + ", ".join(f"{x:.3f}" for x in spread)
+        + f" -> spread [{min(spread):.3f}, {max(spread):.3f}]"
+    )
     for run in runs:
         ours = [ari(cache, run, name, size) for name in names]
         inside = min(spread) <= min(ours)
-        print(f"  {run} against each BERTopic seed: " + ", ".join(f"{x:.3f}" for x in ours)
-              + ("  (inside the spread)" if inside else "  (BELOW the spread)"))
+        print(
+            f"  {run} against each BERTopic seed: "
+            + ", ".join(f"{x:.3f}" for x in ours)
+            + ("  (inside the spread)" if inside else "  (BELOW the spread)")
+        )
 
 
 def show(record: dict, size: int) -> None:
-    print(f"{size:>8} {record['method']:<15} {record['seconds']:>8.1f} {record['cpu_s']:>8.1f} "
-          f"{record['peak_mb']:>8.0f} {record['topics']:>6} {record['noise']:>6.3f}  "
-          f"{record['what']}", flush=True)
+    print(
+        f"{size:>8} {record['method']:<15} {record['seconds']:>8.1f} {record['cpu_s']:>8.1f} "
+        f"{record['peak_mb']:>8.0f} {record['topics']:>6} {record['noise']:>6.3f}  "
+        f"{record['what']}",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wordnet", help="folder with data.noun etc. (wordnet-base)")
-    parser.add_argument("--corpus", choices=["wordnet", "embedded"], default="wordnet",
-                        help="WordNet glosses (117k) or the embedded sample's kept captions")
-    parser.add_argument("--corpus-size", type=int, default=None,
-                        help="embed only a seeded sample of this many glosses")
+    parser.add_argument(
+        "--corpus",
+        choices=["wordnet", "embedded"],
+        default="wordnet",
+        help="WordNet glosses (117k) or the embedded sample's kept captions",
+    )
+    parser.add_argument(
+        "--corpus-size",
+        type=int,
+        default=None,
+        help="embed only a seeded sample of this many glosses",
+    )
     parser.add_argument("--cache", default=".cache/bench_topics")
     parser.add_argument("--sizes", default="100000")
     parser.add_argument("--bertopic-seeds", type=int, default=3)
@@ -270,14 +353,27 @@ def main() -> None:
     parser.add_argument("--ours-sample", type=int, default=None)
     parser.add_argument("--ours-epochs", type=int, default=None)
     parser.add_argument("--ours-init", default="spectral")
-    parser.add_argument("--ours-backend", default="cpu", choices=["cpu", "cuml"],
-                        help="topics.backend of ours (cuml: on a GPU with RAPIDS cuML)")
-    parser.add_argument("--methods", default="bertopic,ours",
-                        help="bertopic, ours, or both (ours alone: ARI needs earlier labels)")
-    parser.add_argument("--knn-cache", default=None,
-                        help="ours: keep the k-NN graph here (emptied before the cold run)")
-    parser.add_argument("--ours-warm", action="store_true",
-                        help="run ours a second time with the numba and k-NN caches filled")
+    parser.add_argument(
+        "--ours-backend",
+        default="cpu",
+        choices=["cpu", "cuml"],
+        help="topics.backend of ours (cuml: on a GPU with RAPIDS cuML)",
+    )
+    parser.add_argument(
+        "--methods",
+        default="bertopic,ours",
+        help="bertopic, ours, or both (ours alone: ARI needs earlier labels)",
+    )
+    parser.add_argument(
+        "--knn-cache",
+        default=None,
+        help="ours: keep the k-NN graph here (emptied before the cold run)",
+    )
+    parser.add_argument(
+        "--ours-warm",
+        action="store_true",
+        help="run ours a second time with the numba and k-NN caches filled",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -293,8 +389,10 @@ def main() -> None:
     captions, _ = corpus(Path(args.cache), args.wordnet, args.corpus, args.corpus_size)
     what = "WordNet glosses" if args.corpus == "wordnet" else "embedded kept captions"
     print(f"corpus: {len(captions)} {what}; threads {args.threads}")
-    print(f"{'size':>8} {'method':<15} {'seconds':>8} {'cpu_s':>8} {'peak_MB':>8} {'topics':>6} "
-          f"{'noise':>6}  what")
+    print(
+        f"{'size':>8} {'method':<15} {'seconds':>8} {'cpu_s':>8} {'peak_MB':>8} {'topics':>6} "
+        f"{'noise':>6}  what"
+    )
     for size in [int(s) for s in args.sizes.split(",")]:
         bench_size(size, args)
 

@@ -30,8 +30,18 @@ VARIANTS = {
     "vpt": ("vpt", {"n_tokens": 4, "depth": 1}),
     "unigram": ("joint", {"n_ctx": 2, "n_tokens": 2, "depth": 1}),
 }
-CLASSNAMES = ["golden retriever", "sports car", "oak tree", "lighthouse", "espresso",
-              "sailboat", "red fox", "violin", "pizza", "mountain bike"]
+CLASSNAMES = [
+    "golden retriever",
+    "sports car",
+    "oak tree",
+    "lighthouse",
+    "espresso",
+    "sailboat",
+    "red fox",
+    "violin",
+    "pizza",
+    "mountain bike",
+]
 
 
 def make_task(backbone, learner, ways: int, support: int, query: int, generator):
@@ -61,21 +71,24 @@ def measure(variant: str, args) -> dict:
     from pipeline.meta.gram import InnerLoop, task_meta_gradients
     from pipeline.meta.regulator import build_regulators
 
-    backbone = create_backbone({"kind": "open_clip",
-                                "open_clip": {"model": args.model, "pretrained": None}})
+    backbone = create_backbone(
+        {"kind": "open_clip", "open_clip": {"model": args.model, "pretrained": None}}
+    )
     kind, options = VARIANTS[variant]
     learner = build_learner(kind, backbone, CLASSNAMES[: args.ways], options)
     theta = {n: p.detach() for n, p in learner.prompt_parameters().items()}
     regulators = build_regulators(theta)
     phi = {n: p.detach() for n, p in regulators.phi().items()}
-    task = make_task(backbone, learner, args.ways, args.support, args.query,
-                     torch.Generator().manual_seed(0))
+    task = make_task(
+        backbone, learner, args.ways, args.support, args.query, torch.Generator().manual_seed(0)
+    )
     loss = LearnerLoss(learner)
     inner = InnerLoop(alpha=0.01, steps=1, second_order=args.second_order)
 
     def one_task():
-        return task_meta_gradients(loss, regulators, theta, phi, task, inner,
-                                   track_alignment=args.alignment)
+        return task_meta_gradients(
+            loss, regulators, theta, phi, task, inner, track_alignment=args.alignment
+        )
 
     one_task()  # warm-up (and points the learner at the class names)
     counter = FlopCounterMode(display=False)
@@ -89,10 +102,14 @@ def measure(variant: str, args) -> dict:
     images = args.ways * (args.support + args.query)
     flops = counter.get_total_flops()
     return {
-        "variant": variant, "model": args.model,
+        "variant": variant,
+        "model": args.model,
         "order": "second" if args.second_order else "first",
-        "ways": args.ways, "support_shots": args.support, "query_shots": args.query,
-        "alignment_tracked": args.alignment, "threads": torch.get_num_threads(),
+        "ways": args.ways,
+        "support_shots": args.support,
+        "query_shots": args.query,
+        "alignment_tracked": args.alignment,
+        "threads": torch.get_num_threads(),
         "seconds_per_task": round(statistics.median(times), 3),
         "gflops_per_task": round(flops / 1e9, 2),
         "gflops_per_image": round(flops / 1e9 / images, 2) if learner.needs_images else None,

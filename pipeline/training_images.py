@@ -177,7 +177,6 @@ class FreshTrainingSet(TrainingSet):
         return digest.hexdigest()
 
 
-
 def image_training_set(
     backbone: Backbone,
     paths: Sequence[Path],

@@ -43,4 +43,3 @@ def text_classifier(backbone: Backbone, prompts: list[str], batch_size: int = 25
 def accuracy(logits: Tensor, labels: Tensor) -> Accuracy:
     correct = int((logits.argmax(dim=-1) == labels).sum().item())
     return Accuracy(correct, int(labels.numel()))
-

@@ -38,9 +38,13 @@ def main() -> None:
     keys = table["key"].astype(str).to_numpy()
     features = PairFeatures(EMBEDDINGS)(list(keys)).numpy()
     table["domain"] = cluster_domains(
-        features, table["topic_id"].to_numpy(), settings.k,
-        min_points_per_domain=settings.min_points_per_domain, seed=settings.seed,
-        niter=settings.niter, nredo=settings.nredo,
+        features,
+        table["topic_id"].to_numpy(),
+        settings.k,
+        min_points_per_domain=settings.min_points_per_domain,
+        seed=settings.seed,
+        niter=settings.niter,
+        nredo=settings.nredo,
     )
     Path(DOMAINS).parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(DOMAINS, index=False)

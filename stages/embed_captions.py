@@ -30,17 +30,16 @@ def main() -> None:
     model = get(params, "captions.model")
     if not isinstance(model, str) or not model:
         raise ParamError(f"params.yaml: captions.model = {model!r}: must be a model name or path")
-    batch_size = check_range("captions.batch_size", get(params, "captions.batch_size"), 1,
-                             integer=True)
+    batch_size = check_range(
+        "captions.batch_size", get(params, "captions.batch_size"), 1, integer=True
+    )
     kept = pd.read_parquet(KEPT, columns=["key", "caption"])
     if kept.empty:
         raise UserError(f"{KEPT}: no kept pairs to embed")
     captions = kept["caption"].fillna("").astype(str).tolist()
     # Sentence-BERT runs where the backbone does (backbone.device; auto: CUDA when there)
     device = resolve_device((params.get("backbone") or {}).get("device", "auto"))
-    embeddings = SentenceEmbedder(model, batch_size=batch_size, device=str(device)).encode(
-        captions
-    )
+    embeddings = SentenceEmbedder(model, batch_size=batch_size, device=str(device)).encode(captions)
     Path(EMBEDDINGS).parent.mkdir(parents=True, exist_ok=True)
     np.save(EMBEDDINGS, embeddings)
     print(f"embed_captions: {embeddings.shape[0]} captions -> {embeddings.shape[1]}-d ({model})")

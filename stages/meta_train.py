@@ -73,10 +73,22 @@ def main(variant: str) -> None:
     )
 
     order = "second-order (Eq. 10)" if cfg["second_order"] else "first-order approximation"
-    info = {"variant": variant, "mode": cfg["mode"], "order": order,
-            "backbone": backbone.name, "regulator": result.regulator_config}  # fmt: skip
-    save_meta_prompt(Path("models/gram") / variant, result.theta, result.regulators.cpu(),
-                     result.regulator_config, cfg["learner"], cfg["options"], info)  # fmt: skip
+    info = {
+        "variant": variant,
+        "mode": cfg["mode"],
+        "order": order,
+        "backbone": backbone.name,
+        "regulator": result.regulator_config,
+    }
+    save_meta_prompt(
+        Path("models/gram") / variant,
+        result.theta,
+        result.regulators.cpu(),
+        result.regulator_config,
+        cfg["learner"],
+        cfg["options"],
+        info,
+    )
     metrics = {
         **info,
         "steps": len(result.history),
@@ -91,8 +103,10 @@ def main(variant: str) -> None:
     metrics.update(validation_summary(result.validation, used))
     write_json(Path("metrics/meta_train") / f"{variant}.json", metrics)
     # timings are not compared between experiments: a plain output, not a DVC metric
-    write_json(Path("metrics/timings/meta_train") / f"{variant}.json",
-               {"seconds": round(result.seconds, 2)})  # fmt: skip
+    write_json(
+        Path("metrics/timings/meta_train") / f"{variant}.json",
+        {"seconds": round(result.seconds, 2)},
+    )
     print(json.dumps(metrics, indent=1, sort_keys=True))
 
 

@@ -42,13 +42,16 @@ MAP_PNG = "plots/topics/topic_map.png"
 def main() -> None:
     params = load_params()
     model = topic_model_from_params(params)
-    map_points = check_range("topics.map_max_points", get(params, "topics.map_max_points"), 10,
-                             integer=True)
+    map_points = check_range(
+        "topics.map_max_points", get(params, "topics.map_max_points"), 10, integer=True
+    )
     kept = pd.read_parquet(KEPT, columns=["key", "caption"])
     embeddings = np.load(EMBEDDINGS)
     if len(embeddings) != len(kept):
-        raise UserError(f"{EMBEDDINGS}: {len(embeddings)} rows but {KEPT} has {len(kept)} "
-                         "pairs; rerun embed_captions")
+        raise UserError(
+            f"{EMBEDDINGS}: {len(embeddings)} rows but {KEPT} has {len(kept)} "
+            "pairs; rerun embed_captions"
+        )
     result = model.fit(kept["caption"].fillna("").astype(str).tolist(), embeddings)
 
     for path in (TOPICS, SIZES_CSV, METRICS):
@@ -57,17 +60,22 @@ def main() -> None:
     Path(TOPICS_MD).write_text(topics_markdown(result.topics, len(kept), result.noise_fraction))
     topic_of = result.labels
     assigned = topic_of >= 0
-    pd.DataFrame({
-        "key": kept["key"].to_numpy()[assigned],
-        "topic_id": topic_of[assigned],
-        "topic_word": result.words_of(topic_of[assigned]).astype(str),
-    }).to_parquet(ASSIGNMENTS, index=False)
-    write_json(METRICS, {
-        "num_pairs": len(kept),
-        "num_topics": result.num_topics,
-        "noise_fraction": round(result.noise_fraction, 6),
-        "topic_words": result.topic_words,
-    })
+    pd.DataFrame(
+        {
+            "key": kept["key"].to_numpy()[assigned],
+            "topic_id": topic_of[assigned],
+            "topic_word": result.words_of(topic_of[assigned]).astype(str),
+        }
+    ).to_parquet(ASSIGNMENTS, index=False)
+    write_json(
+        METRICS,
+        {
+            "num_pairs": len(kept),
+            "num_topics": result.num_topics,
+            "noise_fraction": round(result.noise_fraction, 6),
+            "topic_words": result.topic_words,
+        },
+    )
 
     result.topics[["topic_word", "size"]].to_csv(SIZES_CSV, index=False)
     plot_topic_sizes(result.topics, SIZES_PNG)
@@ -75,8 +83,10 @@ def main() -> None:
     shown = np.sort(np.random.default_rng(seed).permutation(len(result.fit_index))[:map_points])
     xy = map_2d(result.reduced[shown], random_state=seed)
     plot_topic_map(xy, topic_of[result.fit_index[shown]], result.topic_words, MAP_PNG)
-    print(f"topics: {result.num_topics} topics over {len(kept)} captions, "
-          f"{result.noise_fraction:.1%} noise; largest: {', '.join(result.topic_words[:10])}")
+    print(
+        f"topics: {result.num_topics} topics over {len(kept)} captions, "
+        f"{result.noise_fraction:.1%} noise; largest: {', '.join(result.topic_words[:10])}"
+    )
 
 
 if __name__ == "__main__":

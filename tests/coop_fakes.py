@@ -15,8 +15,9 @@ def write_image(path: Path) -> None:
     Image.new("RGB", (2, 2), (120, 30, 200)).save(path)
 
 
-def write_noise_images(folder: Path, count: int, seed: int, shape: tuple[int, int],
-                       prefix: str = "img") -> list[Path]:
+def write_noise_images(
+    folder: Path, count: int, seed: int, shape: tuple[int, int], prefix: str = "img"
+) -> list[Path]:
     """``count`` PNGs of seeded uniform noise, ``shape`` = (height, width)."""
     rng = np.random.default_rng(seed)
     paths = []

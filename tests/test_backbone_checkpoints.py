@@ -39,8 +39,11 @@ def quick_gelu_reference(fp16_weights: bool):
 def save_openai_state_dict(tmp_path):
     model, state = quick_gelu_reference(fp16_weights=True)
     # what torch.jit.load(OpenAI's ViT-B-16.pt).state_dict() holds besides the weights
-    state |= {"input_resolution": torch.tensor(32), "context_length": torch.tensor(77),
-              "vocab_size": torch.tensor(49408)}  # fmt: skip
+    state |= {
+        "input_resolution": torch.tensor(32),
+        "context_length": torch.tensor(77),
+        "vocab_size": torch.tensor(49408),
+    }
     path = tmp_path / "openai-tiny.pt"
     torch.save(state, path)
     return model, path

@@ -9,8 +9,11 @@ from pipeline.features import image_features
 from pipeline.params import ParamError
 from tests.coop_fakes import write_noise_images
 
-CONFIG = {"kind": "open_clip", "device": "cpu",
-          "open_clip": {"model": "gram-tiny-vit", "pretrained": None}}  # fmt: skip
+CONFIG = {
+    "kind": "open_clip",
+    "device": "cpu",
+    "open_clip": {"model": "gram-tiny-vit", "pretrained": None},
+}
 CLASSES = ["cat", "dog", "car", "tree", "boat", "house", "bird", "fish"]
 #: bf16 keeps 8 significant bits: a cosine may move by up to 1e-2, i.e. a logit by 1% of the scale
 BF16_COSINE_TOLERANCE = 1e-2

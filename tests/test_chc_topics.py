@@ -192,13 +192,28 @@ def test_params_are_checked_by_key():
     params = {
         "topics": {
             "backend": "cpu",
-            "umap": {"n_components": 5, "n_neighbors": 15, "min_dist": 0.0, "metric": "cosine",
-                     "random_state": 42, "n_epochs": None, "init": "spectral"},
+            "umap": {
+                "n_components": 5,
+                "n_neighbors": 15,
+                "min_dist": 0.0,
+                "metric": "cosine",
+                "random_state": 42,
+                "n_epochs": None,
+                "init": "spectral",
+            },
             "knn_cache": None,
-            "hdbscan": {"min_cluster_size": 1, "min_samples": None,
-                        "cluster_selection_method": "eom"},
-            "stop_words": "english", "min_topics": 2, "fit_sample_size": None,
-            "sample_seed": 0, "assign_noise": True, "top_n_words": 10, "n_examples": 3,
+            "hdbscan": {
+                "min_cluster_size": 1,
+                "min_samples": None,
+                "cluster_selection_method": "eom",
+            },
+            "stop_words": "english",
+            "min_topics": 2,
+            "fit_sample_size": None,
+            "sample_seed": 0,
+            "assign_noise": True,
+            "top_n_words": 10,
+            "n_examples": 3,
         }
     }
     with pytest.raises(ParamError, match="topics.hdbscan.min_cluster_size"):

@@ -60,11 +60,17 @@ def test_read_checks_each_field_and_refuses_unknown_keys():
 
 def test_a_finetune_stage_reads_every_key_before_any_work():
     params = {
-        "shots": 2, "seeds": [1], "datasets": ["a"], "data": {"root": "data", "own": {"a": {}}},
-        "finetune": {"train": {}, "augment": {"views": 2, "seed": 0},
-                     "methods": {"coop": {"learner": "coop"}}},
+        "shots": 2,
+        "seeds": [1],
+        "datasets": ["a"],
+        "data": {"root": "data", "own": {"a": {}}},
+        "finetune": {
+            "train": {},
+            "augment": {"views": 2, "seed": 0},
+            "methods": {"coop": {"learner": "coop"}},
+        },
         "evaluate": {"batch_size": 16},
-    }  # fmt: skip
+    }
     config = read_downstream(params, "coop", 1, "main")
     assert config.method.learner == "coop" and config.augment.views == 2
     assert list(config.dataset_specs) == ["a"]
@@ -78,8 +84,11 @@ def test_a_finetune_stage_reads_every_key_before_any_work():
 def test_few_shot_epochs_follow_shots_and_a_dataset_entry_wins():
     from pipeline.config import read_few_shot_epochs
 
-    few = {"shots": [1, 2, 4, 8, 16], "epochs": [50, 100, 100, 200, 200],
-           "epochs_by_dataset": {"ImageNet": 50}}  # fmt: skip
+    few = {
+        "shots": [1, 2, 4, 8, 16],
+        "epochs": [50, 100, 100, 200, 200],
+        "epochs_by_dataset": {"ImageNet": 50},
+    }
     epochs = read_few_shot_epochs({"evaluate": {"few_shot": few}})
     assert [epochs.epochs("DTD", k) for k in (1, 2, 4, 8, 16)] == [50, 100, 100, 200, 200]
     assert [epochs.epochs("ImageNet", k) for k in (1, 16)] == [50, 50]
@@ -94,12 +103,17 @@ def test_few_shot_epochs_follow_shots_and_a_dataset_entry_wins():
 
 def test_a_few_shot_run_trains_for_its_epochs_and_other_parts_keep_the_rows():
     params = {
-        "shots": 2, "seeds": [1], "datasets": ["a"], "data": {"root": "data", "own": {"a": {}}},
+        "shots": 2,
+        "seeds": [1],
+        "datasets": ["a"],
+        "data": {"root": "data", "own": {"a": {}}},
         "finetune": {
-                "train": {"epochs": 3}, "augment": {}, "methods": {"coop": {"learner": "coop"}}
-            },
+            "train": {"epochs": 3},
+            "augment": {},
+            "methods": {"coop": {"learner": "coop"}},
+        },
         "evaluate": {"few_shot": {"shots": [1, 2], "datasets": ["a"], "epochs": [5, 7]}},
-    }  # fmt: skip
+    }
     few_shot = read_downstream(params, "coop", 1, "few_shot")
     assert [few_shot.run_train(run).epochs for run in few_shot.protocols.runs("few_shot")] == [5, 7]
     main = read_downstream(params, "coop", 1, "main")

@@ -171,8 +171,9 @@ def test_folded_channels_last_network_gives_the_reference_logits(backbone, sampl
     images = torch.stack([backbone.image_transform()(p) for p in sample_photos.values()])
     prompt = torch.nn.Parameter(torch.zeros(3, 224, 224))
     with torch.no_grad():
-        torch.testing.assert_close(backbone.imagenet_logits(images), reference(images),
-                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            backbone.imagenet_logits(images), reference(images), rtol=1e-4, atol=1e-4
+        )
     # pixel-prompt gradients too (VPT on this backbone differentiates through the network)
     backbone.imagenet_logits(images, prompt)[:, 0].sum().backward()
     reference_prompt = torch.nn.Parameter(torch.zeros(3, 224, 224))

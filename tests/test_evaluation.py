@@ -18,11 +18,18 @@ from tests.coop_fakes import write_noise_images
 
 # GRAM Table 1, zero-shot CLIP, (base, new) on the 11 datasets, and its average row
 CLIP_TABLE_1 = {
-    "ImageNet": (72.43, 68.14), "Caltech101": (96.84, 94.00), "OxfordPets": (91.17, 97.26),
-    "StanfordCars": (63.37, 74.89), "Flowers102": (72.08, 77.80), "Food101": (90.10, 91.22),
-    "FGVCAircraft": (27.19, 36.29), "SUN397": (69.36, 75.35), "DTD": (53.24, 59.90),
-    "EuroSAT": (56.48, 64.05), "UCF101": (70.53, 77.50),
-}  # fmt: skip
+    "ImageNet": (72.43, 68.14),
+    "Caltech101": (96.84, 94.00),
+    "OxfordPets": (91.17, 97.26),
+    "StanfordCars": (63.37, 74.89),
+    "Flowers102": (72.08, 77.80),
+    "Food101": (90.10, 91.22),
+    "FGVCAircraft": (27.19, 36.29),
+    "SUN397": (69.36, 75.35),
+    "DTD": (53.24, 59.90),
+    "EuroSAT": (56.48, 64.05),
+    "UCF101": (70.53, 77.50),
+}
 
 
 def test_h_is_the_harmonic_mean_of_the_averaged_base_and_new():
@@ -41,10 +48,12 @@ def test_h_is_the_harmonic_mean_of_the_averaged_base_and_new():
 def test_means_and_std_over_seeds_use_ddof_0():
     protocols = Protocols(datasets=("a",), shots=16, cross_source="a", cross_targets=("b", "c"))
     per_seed = {
-        s: {"base2new": {"a": {"base": base, "new": 50.0}},
-            "cross_dataset": {"a": 70.0, "b": b, "c": 30.0}}
+        s: {
+            "base2new": {"a": {"base": base, "new": 50.0}},
+            "cross_dataset": {"a": 70.0, "b": b, "c": 30.0},
+        }
         for s, base, b in ((1, 60.0, 10.0), (2, 70.0, 20.0), (3, 80.0, 30.0))
-    }  # fmt: skip
+    }
     out = aggregate({"coop": per_seed}, protocols)
     assert out.means["base2new"]["coop"]["a"]["base"] == 70.0
     assert out.std["base2new"]["coop"]["a"]["base"] == round(float(np.std([60, 70, 80])), 2)
@@ -62,11 +71,21 @@ def fake_dataset(n_classes=5, per_class=6) -> DatasetSplits:
     names = [f"class{i}" for i in range(n_classes)]
 
     def items(split):
-        return [Datum(Path(f"/{split}/{c}/{i}.png"), label, c)
-                for label, c in enumerate(names) for i in range(per_class)]  # fmt: skip
+        return [
+            Datum(Path(f"/{split}/{c}/{i}.png"), label, c)
+            for label, c in enumerate(names)
+            for i in range(per_class)
+        ]
 
-    return DatasetSplits("fake", names, items("train"), items("val"), items("test"),
-                         "a photo of a {}.", "a photo of a {}.")  # fmt: skip
+    return DatasetSplits(
+        "fake",
+        names,
+        items("train"),
+        items("val"),
+        items("test"),
+        "a photo of a {}.",
+        "a photo of a {}.",
+    )
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -90,18 +109,26 @@ def test_no_image_of_a_new_class_reaches_base_training(seed):
 
 def test_protocol_runs():
     protocols = Protocols(
-        datasets=("a", "b"), shots=16, cross_source="src", cross_targets=("a", "b"),
-        domain_source="src", domain_targets=("src_sketch",), few_shot_shots=(1, 4),
+        datasets=("a", "b"),
+        shots=16,
+        cross_source="src",
+        cross_targets=("a", "b"),
+        domain_source="src",
+        domain_targets=("src_sketch",),
+        few_shot_shots=(1, 4),
         few_shot_datasets=("a",),
-    )  # fmt: skip
+    )
     main = protocols.runs("main")
     assert [r.name for r in main] == ["base2new-a", "base2new-b", "source-src"]
     source = main[-1]
     assert source.subsample == "all" and source.shots == 16
     assert [e.key for e in source.evaluations] == [
-        ("cross_dataset", "src"), ("cross_dataset", "a"), ("cross_dataset", "b"),
-        ("domain_generalization", "src"), ("domain_generalization", "src_sketch"),
-    ]  # fmt: skip
+        ("cross_dataset", "src"),
+        ("cross_dataset", "a"),
+        ("cross_dataset", "b"),
+        ("domain_generalization", "src"),
+        ("domain_generalization", "src_sketch"),
+    ]
     few = protocols.runs("few_shot")
     assert [(r.name, r.shots) for r in few] == [("fewshot-1-a", 1), ("fewshot-4-a", 4)]
 
@@ -109,10 +136,14 @@ def test_protocol_runs():
 def test_tables_follow_grams_row_order_and_take_whatever_methods_exist():
     protocols = Protocols(datasets=("a",), shots=16, domain_source="a", domain_targets=("s",))
     results = {
-        m: {1: {"base2new": {"a": {"base": 60.0 + i, "new": 50.0}},
-                "domain_generalization": {"a": 40.0, "s": 30.0 + i}}}
+        m: {
+            1: {
+                "base2new": {"a": {"base": 60.0 + i, "new": 50.0}},
+                "domain_generalization": {"a": 40.0, "s": 30.0 + i},
+            }
+        }
         for i, m in enumerate(["prograd", "vpt", "coop_gram", "coop", "zeroshot", "mine"])
-    }  # fmt: skip
+    }
     del results["mine"][1]["domain_generalization"]
     metrics = aggregate(results, protocols).as_json([1])
     text = tables_markdown(metrics, protocols)
@@ -140,10 +171,18 @@ def test_evaluate_on_cached_features_and_through_the_prompted_encoder(
     labels = torch.tensor([d.label for d in test_images])
     with torch.no_grad():
         features = tiny_clip.encode_image(images)
-        for learner in (CoOp(tiny_clip, names, init_words=None, seed=4),
-                        CoCoOp(tiny_clip, names, seed=4)):  # fmt: skip
-            result = evaluate(learner, test_images, names, "a photo of a {}.",
-                              batch_size=2, features_options=options)  # fmt: skip
+        for learner in (
+            CoOp(tiny_clip, names, init_words=None, seed=4),
+            CoCoOp(tiny_clip, names, seed=4),
+        ):
+            result = evaluate(
+                learner,
+                test_images,
+                names,
+                "a photo of a {}.",
+                batch_size=2,
+                features_options=options,
+            )
             from pipeline.learners import Batch
 
             direct = learner.logits(Batch(labels, features=features)).argmax(-1)
@@ -161,6 +200,9 @@ def test_test_cap_keeps_the_first_images_of_each_class():
     base_eval, new_eval = protocols.runs("main")[0].evaluations
     capped = evaluation_split(dataset, new_eval, max_per_class=2)
     assert [(d.label, d.path.name) for d in capped.test] == [
-        (0, "0.png"), (0, "1.png"), (1, "0.png"), (1, "1.png")
-    ]  # fmt: skip
+        (0, "0.png"),
+        (0, "1.png"),
+        (1, "0.png"),
+        (1, "1.png"),
+    ]
     assert len(evaluation_split(dataset, new_eval).test) == 12

@@ -39,9 +39,7 @@ def test_cached_features_equal_direct_encoding_and_are_computed_once(
 
     transform = tiny_clip.image_transform(train=False)
     with torch.no_grad():
-        direct = tiny_clip.encode_image(
-            torch.stack([transform(Image.open(p)) for p in images])
-        )
+        direct = tiny_clip.encode_image(torch.stack([transform(Image.open(p)) for p in images]))
     torch.testing.assert_close(first, direct, atol=1e-5, rtol=1e-5)
 
 

@@ -85,9 +85,11 @@ def test_cocoop_meta_net_and_per_image_prompts(tiny_clip, batch):
     with torch.no_grad():
         together = learner.logits(batch)
         one_by_one = torch.cat(
-            [learner.logits(Batch(batch.labels[i : i + 1], features=batch.features[i : i + 1]))
-             for i in range(len(batch))]
-        )  # fmt: skip
+            [
+                learner.logits(Batch(batch.labels[i : i + 1], features=batch.features[i : i + 1]))
+                for i in range(len(batch))
+            ]
+        )
         torch.testing.assert_close(together, one_by_one, atol=1e-5, rtol=1e-5)
         # with pi(x) = 0 every image gets CoOp's prompt
         learner.meta_net.linear2.weight.zero_()
@@ -123,9 +125,12 @@ class TinyCNN(Backbone):
         self.text_width = text_backbone.text_width
         torch.manual_seed(0)
         self.net = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
             nn.Linear(8, self.embed_dim),
-        )  # fmt: skip
+        )
         self.requires_grad_(False)
 
     logit_scale = 10.0
@@ -201,8 +206,13 @@ def test_bad_learner_options_name_the_key(tiny_clip):
         check_learner("prograd", {"lambda": 2.0}, "finetune.methods.prograd")
     assert check_learner("prograd", {"lambda": 0.5}, "m") == {"lambda": 0.5}
     with pytest.raises(ValueError, match="more than n_ctx"):
-        build_learner("prograd", tiny_clip, NAMES, {"n_ctx": 2, "init_words": "template"},
-                      template="a photo of a {}.")  # fmt: skip
+        build_learner(
+            "prograd",
+            tiny_clip,
+            NAMES,
+            {"n_ctx": 2, "init_words": "template"},
+            template="a photo of a {}.",
+        )
     with pytest.raises(ValueError, match="learner 'nope'"):
         build_learner("nope", tiny_clip, NAMES)
     assert build_learner("prograd", tiny_clip, NAMES, {"lambda": 0.25}).lam == 0.25

@@ -133,13 +133,17 @@ def test_second_order_differs_from_first_order_by_the_hessian_term(regulator):
         first.grad_theta["p"].reshape(-1), adapted - c, rtol=1e-10, atol=1e-12
     )
     torch.testing.assert_close(
-        second.grad_theta["p"].reshape(-1), (eye - alpha * k * A).t() @ (adapted - c),
-        rtol=1e-10, atol=1e-12,
+        second.grad_theta["p"].reshape(-1),
+        (eye - alpha * k * A).t() @ (adapted - c),
+        rtol=1e-10,
+        atol=1e-12,
     )
     hessian_term = -alpha * k * A.t() @ (adapted - c)
     torch.testing.assert_close(
-        (second.grad_theta["p"] - first.grad_theta["p"]).reshape(-1), hessian_term,
-        rtol=1e-9, atol=1e-12,
+        (second.grad_theta["p"] - first.grad_theta["p"]).reshape(-1),
+        hessian_term,
+        rtol=1e-9,
+        atol=1e-12,
     )
     assert first.query_loss == pytest.approx(0.5 * float(((adapted - c) ** 2).sum()), rel=1e-12)
 

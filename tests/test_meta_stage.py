@@ -17,9 +17,18 @@ WORDS = ["cat", "dog", "car", "tree", "house", "boat"]
 
 def params(**meta_overrides):
     train = {
-        "mode": "gram", "steps": 3, "tasks_per_batch": 2, "inner_steps": 1, "alpha": 0.1,
-        "second_order": False, "optimizer": "adam", "lr_theta": 0.01, "lr_phi": 0.01,
-        "seed": 0, "checkpoint_every": 2, "alignment_every": 1,
+        "mode": "gram",
+        "steps": 3,
+        "tasks_per_batch": 2,
+        "inner_steps": 1,
+        "alpha": 0.1,
+        "second_order": False,
+        "optimizer": "adam",
+        "lr_theta": 0.01,
+        "lr_phi": 0.01,
+        "seed": 0,
+        "checkpoint_every": 2,
+        "alignment_every": 1,
     }
     train.update(meta_overrides)
     meta = {
@@ -32,8 +41,15 @@ def params(**meta_overrides):
     }
     return {
         "backbone": TINY_OPEN_CLIP,
-        "tasks": {"ways": 3, "support_shots": 1, "query_shots": 3, "num_tasks": 8, "seed": 0,
-                  "support_sampling": "one_domain", "tasks_per_shard": 5},
+        "tasks": {
+            "ways": 3,
+            "support_shots": 1,
+            "query_shots": 3,
+            "num_tasks": 8,
+            "seed": 0,
+            "support_sampling": "one_domain",
+            "tasks_per_shard": 5,
+        },
         "meta": meta,
     }
 
@@ -56,8 +72,7 @@ def workdir(tmp_path, monkeypatch, tiny_clip):
     )
     (tmp_path / "data/pairs/shards").mkdir(parents=True)
     image = rng.standard_normal((len(keys), tiny_clip.embed_dim)).astype(np.float32)
-    np.savez(tmp_path / "data/pairs/embeddings.npz", keys=np.array(keys), image=image,
-             text=image)
+    np.savez(tmp_path / "data/pairs/embeddings.npz", keys=np.array(keys), image=image, text=image)
     with wds.TarWriter(str(tmp_path / "data/pairs/shards/pairs-000000.tar")) as sink:
         for key in keys:
             buffer = io.BytesIO()

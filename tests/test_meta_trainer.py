@@ -33,8 +33,14 @@ def make_trainer(optimizer="adam", mode="gram", second_order=False):
     theta = {"p": 0.02 * torch.randn(M, D)}
     regs = build_regulators(theta, init="identity", eps=0.01)
     return MetaTrainer(
-        softmax_loss, theta, regs, InnerLoop(alpha=0.5, steps=1, second_order=second_order),
-        optimizer=optimizer, lr_theta=0.05, lr_phi=0.01, mode=mode,
+        softmax_loss,
+        theta,
+        regs,
+        InnerLoop(alpha=0.5, steps=1, second_order=second_order),
+        optimizer=optimizer,
+        lr_theta=0.05,
+        lr_phi=0.01,
+        mode=mode,
     )
 
 
@@ -68,18 +74,43 @@ def test_resume_gives_identical_parameters_and_curves(tmp_path, second_order):
 
     straight = make_trainer(second_order=second_order)
     with Live(str(tmp_path / "live_a"), save_dvc_exp=False, dvcyaml=None) as live:
-        run(straight, batches, 6, tmp_path / "a.pt", "cfg", checkpoint_every=2, live=live,
-            progress=False)
+        run(
+            straight,
+            batches,
+            6,
+            tmp_path / "a.pt",
+            "cfg",
+            checkpoint_every=2,
+            live=live,
+            progress=False,
+        )
 
     first = make_trainer(second_order=second_order)
     with Live(str(tmp_path / "live_b"), save_dvc_exp=False, dvcyaml=None) as live:
-        run(first, batches, 6, tmp_path / "b.pt", "cfg", checkpoint_every=2, live=live,
-            stop_after=3, progress=False)
+        run(
+            first,
+            batches,
+            6,
+            tmp_path / "b.pt",
+            "cfg",
+            checkpoint_every=2,
+            live=live,
+            stop_after=3,
+            progress=False,
+        )
     assert first.step == 3
     resumed = make_trainer(second_order=second_order)  # a fresh process, same config
     with Live(str(tmp_path / "live_b"), save_dvc_exp=False, dvcyaml=None) as live:
-        run(resumed, batches, 6, tmp_path / "b.pt", "cfg", checkpoint_every=2, live=live,
-            progress=False)
+        run(
+            resumed,
+            batches,
+            6,
+            tmp_path / "b.pt",
+            "cfg",
+            checkpoint_every=2,
+            live=live,
+            progress=False,
+        )
     assert resumed.step == 6
     assert torch.equal(resumed.theta["p"], straight.theta["p"])
     for name, value in straight.phi().items():
@@ -106,8 +137,10 @@ def held_out():
     """Fixed meta-validation tasks (their own generator: never the training batches')."""
     g = torch.Generator().manual_seed(77)
     return [
-        Task((torch.randn(4, D, generator=g), torch.randint(0, M, (4,), generator=g)),
-             (torch.randn(6, D, generator=g), torch.randint(0, M, (6,), generator=g)))
+        Task(
+            (torch.randn(4, D, generator=g), torch.randint(0, M, (4,), generator=g)),
+            (torch.randn(6, D, generator=g), torch.randint(0, M, (6,), generator=g)),
+        )
         for _ in range(3)
     ]
 
@@ -157,13 +190,34 @@ def test_resume_keeps_the_validation_curve(tmp_path):
 
     straight = make_trainer()
     with Live(str(tmp_path / "a"), save_dvc_exp=False, dvcyaml=None) as live:
-        run(straight, batches, 6, tmp_path / "a.pt", "cfg", checkpoint_every=2, live=live,
-            progress=False, val_tasks=held_out, val_every=2)
+        run(
+            straight,
+            batches,
+            6,
+            tmp_path / "a.pt",
+            "cfg",
+            checkpoint_every=2,
+            live=live,
+            progress=False,
+            val_tasks=held_out,
+            val_every=2,
+        )
     for stop in (3, None):  # interrupted, then resumed by a fresh process
         resumed = make_trainer()
         with Live(str(tmp_path / "b"), save_dvc_exp=False, dvcyaml=None) as live:
-            run(resumed, batches, 6, tmp_path / "b.pt", "cfg", checkpoint_every=2, live=live,
-                progress=False, val_tasks=held_out, val_every=2, stop_after=stop)
+            run(
+                resumed,
+                batches,
+                6,
+                tmp_path / "b.pt",
+                "cfg",
+                checkpoint_every=2,
+                live=live,
+                progress=False,
+                val_tasks=held_out,
+                val_every=2,
+                stop_after=stop,
+            )
     assert resumed.validation == straight.validation
     assert sorted(resumed.validation) == [0, 2, 4, 6]
     strip = lambda text: [line.split("\t")[1:] for line in text.splitlines()]  # noqa: E731

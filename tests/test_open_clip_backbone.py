@@ -24,8 +24,12 @@ def test_soft_prompt_path_equals_token_path(tiny_clip):
     embeddings = tiny_clip.embed_tokens(tokens.ids)
     context = embeddings[0, start : start + n_ctx].clone().requires_grad_(True)
     spliced = torch.cat(
-        [embeddings[:, :start], context.expand(len(classnames), -1, -1),
-         embeddings[:, start + n_ctx :]], dim=1,
+        [
+            embeddings[:, :start],
+            context.expand(len(classnames), -1, -1),
+            embeddings[:, start + n_ctx :],
+        ],
+        dim=1,
     )
     soft = tiny_clip.encode_text_embeddings(spliced, tokens)
     torch.testing.assert_close(soft, tiny_clip.encode_text(tokens))
@@ -70,8 +74,12 @@ def test_missing_checkpoint_is_a_clear_error():
     from pipeline.params import ParamError
 
     with pytest.raises(ParamError, match="no such checkpoint"):
-        create_backbone({"kind": "open_clip",
-                         "open_clip": {"model": "gram-tiny-vit", "pretrained": "/nope/ckpt.pt"}})
+        create_backbone(
+            {
+                "kind": "open_clip",
+                "open_clip": {"model": "gram-tiny-vit", "pretrained": "/nope/ckpt.pt"},
+            }
+        )
     with pytest.raises(ValueError, match="backbone.kind"):
         create_backbone({"kind": "resnet"})
 

@@ -115,8 +115,11 @@ def test_a_threshold_that_keeps_nothing_is_an_error_naming_it():
 
 def test_no_embedded_pair_is_an_error_naming_the_embeddings():
     data = embeddings([], np.zeros((0, 2)), np.zeros((0, 2)), None, [("a", "decode_error")])
-    with pytest.raises(FilterError, match=r"^data/pairs/embeddings.npz: no embedded pair .*"
-                       r"1 input, dropped \{'decode_error': 1\}"):
+    with pytest.raises(
+        FilterError,
+        match=r"^data/pairs/embeddings.npz: no embedded pair .*"
+        r"1 input, dropped \{'decode_error': 1\}",
+    ):
         filter_pairs(data, index("a"), 0.1)
 
 

@@ -28,9 +28,18 @@ REPO = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
 PROFILE = "paper-cpu-smoke"
 CORE = [
-    "ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101",
-    "FGVCAircraft", "SUN397", "DescribableTextures", "EuroSAT", "UCF101",
-]  # fmt: skip
+    "ImageNet",
+    "Caltech101",
+    "OxfordPets",
+    "StanfordCars",
+    "OxfordFlowers",
+    "Food101",
+    "FGVCAircraft",
+    "SUN397",
+    "DescribableTextures",
+    "EuroSAT",
+    "UCF101",
+]
 VARIANTS = ["ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR"]
 META_VARIANTS = ["coop", "vpt", "unigram"]
 UPSTREAM = ["zeroshot", *(f"meta_train@{v}" for v in META_VARIANTS)]
@@ -214,8 +223,11 @@ def test_evaluate_has_a_row_per_method_and_a_column_per_dataset(full_run, params
         "domain_generalization": {"ImageNet", *VARIANTS, "average"},
         "cross_dataset": {*CORE, "average"},
     }
-    probe_columns = {"base2new": columns["base2new"], "domain_generalization": {"ImageNet"},
-                     "cross_dataset": {"ImageNet"}}  # fmt: skip  # only its training classes
+    probe_columns = {
+        "base2new": columns["base2new"],
+        "domain_generalization": {"ImageNet"},
+        "cross_dataset": {"ImageNet"},
+    }  # only its training classes
     for table, wanted in columns.items():
         assert set(downstream[table]) == rows | {"linear_probe"}, table
         for method, cells in downstream[table].items():

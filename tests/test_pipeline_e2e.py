@@ -37,8 +37,9 @@ def _small_pairs(out: Path) -> None:
             kept.append(row)
             shutil.copy(EMBEDDED / "pairs" / row["image"], out / row["image"])
     with (out / "pairs.tsv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t",
-                                quoting=csv.QUOTE_NONE, lineterminator="\n")
+        writer = csv.DictWriter(
+            f, fieldnames=list(rows[0]), delimiter="\t", quoting=csv.QUOTE_NONE, lineterminator="\n"
+        )
         writer.writeheader()
         writer.writerows(kept)
 
@@ -65,12 +66,16 @@ def _tiny_params() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     vit_visual = {"n_tokens": 2, "depth": 1}
     params.update(
-        shots=2, seeds=[1], datasets=["fashion_mnist", "digits"],
+        shots=2,
+        seeds=[1],
+        datasets=["fashion_mnist", "digits"],
         methods=["zeroshot", "coop", "cocoop", "prograd", "vpt"],
         gram_methods=["coop_gram", "vpt_gram", "unigram"],
     )
-    params["backbone"] = {"kind": "open_clip",
-                          "open_clip": {"model": "gram-tiny-vit", "pretrained": None}}
+    params["backbone"] = {
+        "kind": "open_clip",
+        "open_clip": {"model": "gram-tiny-vit", "pretrained": None},
+    }
     params["domain_shift"] = {"source": "fashion_mnist", "targets": ["fashion_mnist_sketch"]}
     params["features"]["batch_size"] = 16
     params["ingest"]["image_size"] = 64
@@ -80,8 +85,9 @@ def _tiny_params() -> dict:
     params["topics"]["min_topics"] = 2
     params["domains"].update(k=2, min_points_per_domain=2, montage_topics=2, montage_images=2)
     # a handful of topics: none to hold out for meta-validation
-    params["tasks"].update(ways=2, num_tasks=4, support_shots=1, query_shots=2, val_topics=0,
-                           val_tasks=0)
+    params["tasks"].update(
+        ways=2, num_tasks=4, support_shots=1, query_shots=2, val_topics=0, val_tasks=0
+    )
     params["meta"]["train"].update(steps=2, tasks_per_batch=1, checkpoint_every=1, val_every=0)
     params["meta"]["variants"] = {
         "coop": {"learner": "coop", "options": {"n_ctx": 2, "init_words": None}},
@@ -101,10 +107,16 @@ def _tiny_params() -> dict:
 
 
 def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t",
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     output = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{output}"
@@ -123,8 +135,12 @@ def pipeline_run(tmp_path_factory):
     for name in ("fashion_mnist", "digits"):
         _small_dataset(name, downstream, {"train": 3, "val": 2, "test": 3})
     _small_dataset("fashion_mnist_sketch", downstream, {"train": 0, "val": 0, "test": 3})
-    for command in (["git", "init", "-q"], DVC + ["init", "-q"], ["git", "add", "-A"],
-                    ["git", "commit", "-qm", "scratch"]):
+    for command in (
+        ["git", "init", "-q"],
+        DVC + ["init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "scratch"],
+    ):
         _run(command, root)
     _run(DVC + ["repro"], root)
     return root
@@ -135,8 +151,16 @@ def test_pipeline_produces_metrics_and_tables(pipeline_run):
     downstream = json.loads((root / "metrics" / "downstream.json").read_text())
     assert {"base2new", "cross_dataset", "domain_generalization", "few_shot"} <= set(downstream)
     rows = set(downstream["base2new"])
-    assert {"zeroshot", "coop", "cocoop", "prograd", "vpt", "coop_gram", "vpt_gram",
-            "unigram"} <= rows
+    assert {
+        "zeroshot",
+        "coop",
+        "cocoop",
+        "prograd",
+        "vpt",
+        "coop_gram",
+        "vpt_gram",
+        "unigram",
+    } <= rows
     for result in downstream["base2new"]["coop"].values():
         assert {"base", "new", "h"} <= set(result)
     assert set(downstream["base2new"]["linear_probe"]["fashion_mnist"]) == {"base"}

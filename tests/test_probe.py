@@ -70,9 +70,13 @@ def _features_of(items):
 def _probe(seed):
     datasets = {"fake": fake_dataset(n_classes=6, per_class=6), "other": fake_dataset(3, 4)}
     protocols = Protocols(
-        datasets=("fake",), shots=2, cross_source="fake", cross_targets=("other",),
-        few_shot_shots=(1, 2), few_shot_datasets=("fake",),
-    )  # fmt: skip
+        datasets=("fake",),
+        shots=2,
+        cross_source="fake",
+        cross_targets=("other",),
+        few_shot_shots=(1, 2),
+        few_shot_datasets=("fake",),
+    )
     out = {}
     for part in ("main", "few_shot"):
         out[part] = probe_part(

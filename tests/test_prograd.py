@@ -22,8 +22,9 @@ def test_conflicting_gradient_loses_its_component_along_the_general_direction():
     assert float(out @ torch.tensor([-1.0, 1.0])) == pytest.approx(0.0, abs=1e-7)
 
 
-@pytest.mark.parametrize("lam, expected", [(0.0, [1.0, 0.0]), (0.5, [0.75, 0.25]),
-                                           (1.0, [0.5, 0.5])])  # fmt: skip
+@pytest.mark.parametrize(
+    "lam, expected", [(0.0, [1.0, 0.0]), (0.5, [0.75, 0.25]), (1.0, [0.5, 0.5])]
+)
 def test_lambda_scales_the_removed_component(lam, expected):
     torch.testing.assert_close(project([1.0, 0.0], [-1.0, 1.0], lam), torch.tensor(expected))
 
@@ -71,8 +72,11 @@ def test_prograd_step_is_the_projection_of_the_ce_gradient(tiny_clip):
     learner = ProGrad(tiny_clip, names, n_ctx=6, init_words="a photo of a", lam=1.0)
     from pipeline.learners import Batch
 
-    batch = Batch(torch.tensor([0, 1, 2, 1]), features=torch.randn(4, tiny_clip.embed_dim),
-                  teacher_logits=torch.randn(4, 3) * 5)  # fmt: skip
+    batch = Batch(
+        torch.tensor([0, 1, 2, 1]),
+        features=torch.randn(4, tiny_clip.embed_dim),
+        teacher_logits=torch.randn(4, 3) * 5,
+    )
     step = learner.training_gradients(batch)
     ctx = learner.text_ctx
     logits = learner.logits(batch)
@@ -82,8 +86,10 @@ def test_prograd_step_is_the_projection_of_the_ce_gradient(tiny_clip):
     expected = g_d - (g_d * g_g).sum() / g_g.norm() ** 2 * g_g if dot < 0 else g_d
     torch.testing.assert_close(step.grads["text_ctx"], expected)
     # ProGrad's context init: zeros, then the words in the last slots
-    assert torch.equal(ProGrad(tiny_clip, names, n_ctx=6, init_words="a photo of a")
-                       .text_ctx[:2], torch.zeros(2, tiny_clip.text_width))  # fmt: skip
+    assert torch.equal(
+        ProGrad(tiny_clip, names, n_ctx=6, init_words="a photo of a").text_ctx[:2],
+        torch.zeros(2, tiny_clip.text_width),
+    )
 
 
 def test_lambda_zero_gives_exactly_coops_update(tiny_clip):
@@ -196,9 +202,14 @@ RULES = [
 
 @pytest.mark.parametrize(
     ("dataset", "shots", "lam"),
-    [("OxfordFlowers", 16, 0.8), ("EuroSAT", 8, 0.8), ("EuroSAT", 1, 0.5), ("EuroSAT", 4, 1.0),
-     ("Caltech101", 16, 1.0)],
-)  # fmt: skip
+    [
+        ("OxfordFlowers", 16, 0.8),
+        ("EuroSAT", 8, 0.8),
+        ("EuroSAT", 1, 0.5),
+        ("EuroSAT", 4, 1.0),
+        ("Caltech101", 16, 1.0),
+    ],
+)
 def test_the_first_lambda_override_matching_dataset_and_shots_sets_lambda(dataset, shots, lam):
     from pipeline.config import run_options
 
@@ -222,7 +233,11 @@ def test_bad_lambda_overrides_name_the_key(rules, message):
     from pipeline.config import read_method
     from pipeline.params import ParamError
 
-    params = {"finetune": {"train": {}, "methods": {
-        "prograd": {"learner": "prograd", "options": {"lambda_overrides": rules}}}}}  # fmt: skip
+    params = {
+        "finetune": {
+            "train": {},
+            "methods": {"prograd": {"learner": "prograd", "options": {"lambda_overrides": rules}}},
+        }
+    }
     with pytest.raises(ParamError, match=r"finetune\.methods\.prograd\.options\." + message):
         read_method(params, "prograd", seed=1)

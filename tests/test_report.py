@@ -11,9 +11,13 @@ from pipeline.protocol import Protocols
 from pipeline.report import DIFFERENCE_RULE, ROW_LABELS, tables_markdown
 
 PROTOCOLS = Protocols(
-    datasets=("a", "b", "chance"), shots=16, cross_source="a", cross_targets=("b", "chance"),
-    few_shot_shots=(1, 4), few_shot_datasets=("a", "b"),
-)  # fmt: skip
+    datasets=("a", "b", "chance"),
+    shots=16,
+    cross_source="a",
+    cross_targets=("b", "chance"),
+    few_shot_shots=(1, 4),
+    few_shot_datasets=("a", "b"),
+)
 
 
 def _run(base, new, few):
@@ -97,8 +101,11 @@ def _label(method):
 
 def test_plot_rows_carry_mean_and_std_per_series(metrics):
     bars = table1_rows(metrics, ["zeroshot", "coop", "linear_probe"], _label)
-    assert bars[3:6] == [["CoOp", "base", 70.0, 5.0], ["CoOp", "new", 50.0, 5.0],
-                         ["CoOp", "H", 58.33, H_STD]]  # fmt: skip
+    assert bars[3:6] == [
+        ["CoOp", "base", 70.0, 5.0],
+        ["CoOp", "new", 50.0, 5.0],
+        ["CoOp", "H", 58.33, H_STD],
+    ]
     assert bars[6] == ["Linear probe", "base", 85.0, 5.0] and len(bars) == 7
     curve = few_shot_rows(metrics, ["coop", "linear_probe"], PROTOCOLS, _label, ["chance"])
     assert curve[0] == ["average", "CoOp", "prompt", 1, 55.0, 5.0]

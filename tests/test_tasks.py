@@ -63,8 +63,9 @@ def test_support_from_one_domain_and_query_covering_all_domains():
 
 
 def test_uniform_support_ablation_spreads_support_over_domains():
-    spec = TaskSpec(ways=2, support_shots=3, query_shots=3, num_tasks=20, seed=0,
-                    support_sampling="uniform")
+    spec = TaskSpec(
+        ways=2, support_shots=3, query_shots=3, num_tasks=20, seed=0, support_sampling="uniform"
+    )
     tasks, stats = sample_tasks(domain_table(SIZES), spec)
     for task in tasks:
         assert task.support_domain == [None, None]
@@ -161,6 +162,7 @@ def test_shards_round_trip_and_read_with_plain_webdataset(tmp_path):
     ]
     # the README snippet, verbatim apart from the folder
     import webdataset as wds
+
     shards = sorted(glob.glob(f"{tmp_path}/tasks/tasks-*.tar"))
     task = next(iter(wds.WebDataset(shards, shardshuffle=False).decode()))["json"]
     assert task["classnames"] == tasks[0].classnames
@@ -185,8 +187,9 @@ BIG = {t: [4, 3, 3] for t in range(12)}
 
 
 def test_held_out_tasks_use_only_their_own_topics_and_are_seeded():
-    spec = TaskSpec(ways=3, support_shots=1, query_shots=3, num_tasks=30, seed=4,
-                    val_topics=4, val_tasks=10)
+    spec = TaskSpec(
+        ways=3, support_shots=1, query_shots=3, num_tasks=30, seed=4, val_topics=4, val_tasks=10
+    )
     sets = sample_task_sets(domain_table(BIG), spec)
     assert len(sets.train) == 30 and len(sets.val) == 10
     train_topics = {t for task in sets.train for t in task.topic_ids}
@@ -222,7 +225,13 @@ def test_no_held_out_topics_keeps_the_training_tasks():
     ],
 )
 def test_bad_held_out_sizes_name_the_key(val_topics, val_tasks, message):
-    spec = TaskSpec(ways=3, support_shots=1, query_shots=3, num_tasks=2,
-                    val_topics=val_topics, val_tasks=val_tasks)
+    spec = TaskSpec(
+        ways=3,
+        support_shots=1,
+        query_shots=3,
+        num_tasks=2,
+        val_topics=val_topics,
+        val_tasks=val_tasks,
+    )
     with pytest.raises(TaskError, match=message.replace("(", r"\(").replace(")", r"\)")):
         sample_task_sets(domain_table(BIG), spec)

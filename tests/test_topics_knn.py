@@ -7,16 +7,22 @@ import pytest
 
 from pipeline.chc.knn import SMALL_DATA, CachedKnnUMAP
 
-OPTIONS = dict(n_neighbors=10, n_components=3, min_dist=0.0, metric="cosine", random_state=7,
-               n_epochs=15, low_memory=True, n_jobs=1)
+OPTIONS = dict(
+    n_neighbors=10,
+    n_components=3,
+    min_dist=0.0,
+    metric="cosine",
+    random_state=7,
+    n_epochs=15,
+    low_memory=True,
+    n_jobs=1,
+)
 
 
 def blobs(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((8, 12))
-    return (centres[rng.integers(0, 8, n)] + 0.3 * rng.standard_normal((n, 12))).astype(
-        np.float32
-    )
+    return (centres[rng.integers(0, 8, n)] + 0.3 * rng.standard_normal((n, 12))).astype(np.float32)
 
 
 def test_cold_and_warm_fits_equal_plain_umap(tmp_path):

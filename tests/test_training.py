@@ -47,8 +47,10 @@ def test_epoch_batches_are_seeded_and_drop_the_last_partial_batch():
     assert len(set(np.concatenate([b[0] for b in batches]))) == 8
     assert all(v.max() < 3 for _, v in batches)
     again = epoch_batches(10, 3, 4, seed=1, epoch=0)
-    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-               for a, b in zip(batches, again, strict=True))  # fmt: skip
+    assert all(
+        np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+        for a, b in zip(batches, again, strict=True)
+    )
     other_epoch = epoch_batches(10, 3, 4, seed=1, epoch=1)
     assert not np.array_equal(batches[0][0], other_epoch[0][0])
     small = epoch_batches(3, 1, 4, seed=1, epoch=0)  # fewer samples than a batch: keep them
@@ -60,9 +62,13 @@ def test_step_on_cached_features_equals_step_that_re_encodes_the_images(
 ):
     paths, labels = images
     cached = cached_training_set(
-        tiny_clip, paths, labels, views=2, aug_seed=7,
+        tiny_clip,
+        paths,
+        labels,
+        views=2,
+        aug_seed=7,
         features_options={"cache_dir": tmp_path / "cache"},
-    )  # fmt: skip
+    )
     reference = image_training_set(tiny_clip, paths, labels, views=2, aug_seed=7)
     assert cached.features.shape == (2, 6, tiny_clip.embed_dim)
     config = TrainConfig(epochs=2, batch_size=3, lr=0.5, warmup_epochs=0, seed=1)
@@ -84,9 +90,14 @@ def test_cached_teacher_logits_are_the_teachers_logits_of_each_view(tiny_clip, i
     zero_shot = ZeroShot(tiny_clip, NAMES, "a type of pet, a photo of a {}.").class_features()
     torch.testing.assert_close(teacher, zero_shot)  # ProGrad's teacher is zero-shot CLIP
     cached = cached_training_set(
-        tiny_clip, paths, labels, views=2, aug_seed=7, teacher_classifier=teacher,
+        tiny_clip,
+        paths,
+        labels,
+        views=2,
+        aug_seed=7,
+        teacher_classifier=teacher,
         features_options={"cache_dir": tmp_path / "cache"},
-    )  # fmt: skip
+    )
     images_of = image_training_set(tiny_clip, paths, labels, views=2, aug_seed=7)
     indices, views = np.array([0, 3, 5, 1]), np.array([1, 0, 1, 0])
     with torch.no_grad():
@@ -100,9 +111,10 @@ def test_cached_teacher_logits_are_the_teachers_logits_of_each_view(tiny_clip, i
 def test_interrupted_training_resumes_to_the_identical_result(tiny_clip, tmp_path):
     torch.manual_seed(0)
     data = CachedTrainingSet(
-        labels=torch.arange(10) % 3, view_ids=[0, 1, 2],
+        labels=torch.arange(10) % 3,
+        view_ids=[0, 1, 2],
         features=torch.randn(3, 10, tiny_clip.embed_dim),
-    )  # fmt: skip
+    )
     config = TrainConfig(epochs=4, batch_size=4, lr=0.3, warmup_epochs=1, seed=2)
     full = CoOp(tiny_clip, NAMES, init_words=None, seed=1)
     full_history = train(full, data, config, checkpoint=tmp_path / "full.pt").history
@@ -111,8 +123,13 @@ def test_interrupted_training_resumes_to_the_identical_result(tiny_clip, tmp_pat
     train(interrupted, data, config, checkpoint=tmp_path / "run.pt", stop_after=2)
     resumed = CoOp(tiny_clip, NAMES, init_words=None, seed=1)  # a fresh process
     seen = []
-    result = train(resumed, data, config, checkpoint=tmp_path / "run.pt",
-                   on_epoch_end=lambda epoch, metrics: seen.append(epoch))  # fmt: skip
+    result = train(
+        resumed,
+        data,
+        config,
+        checkpoint=tmp_path / "run.pt",
+        on_epoch_end=lambda epoch, metrics: seen.append(epoch),
+    )
     assert result.resumed_from == 2
     assert seen == [0, 1, 2, 3]  # resumed epochs replayed for the logger, each once
     assert torch.equal(resumed.text_ctx, full.text_ctx)
@@ -126,8 +143,9 @@ def test_interrupted_training_resumes_to_the_identical_result(tiny_clip, tmp_pat
 
 def test_init_state_and_gradient_transform_hooks(tiny_clip):
     torch.manual_seed(0)
-    data = CachedTrainingSet(labels=torch.arange(6) % 3, view_ids=[None],
-                       features=torch.randn(1, 6, tiny_clip.embed_dim))  # fmt: skip
+    data = CachedTrainingSet(
+        labels=torch.arange(6) % 3, view_ids=[None], features=torch.randn(1, 6, tiny_clip.embed_dim)
+    )
     theta = {"text_ctx": torch.randn(4, tiny_clip.text_width)}
     config = TrainConfig(epochs=2, batch_size=3, lr=0.5, weight_decay=0.0, warmup_epochs=0)
     frozen = CoOp(tiny_clip, NAMES, init_words=None)
@@ -143,8 +161,9 @@ def test_init_state_and_gradient_transform_hooks(tiny_clip):
 
     doubled = CoOp(tiny_clip, NAMES, init_words=None)
     plain = CoOp(tiny_clip, NAMES, init_words=None)
-    one_step = TrainConfig(epochs=1, batch_size=6, lr=0.5, momentum=0.0, weight_decay=0.0,
-                           warmup_epochs=0)  # fmt: skip
+    one_step = TrainConfig(
+        epochs=1, batch_size=6, lr=0.5, momentum=0.0, weight_decay=0.0, warmup_epochs=0
+    )
     start = plain.text_ctx.detach().clone()
     train(doubled, data, one_step, gradient_transform=lambda g: {k: 2 * v for k, v in g.items()})
     train(plain, data, one_step)
@@ -158,8 +177,9 @@ def test_init_state_and_gradient_transform_hooks(tiny_clip):
 
 def test_lr_scale_multiplies_the_lr_of_one_prompt_tensor(tiny_clip):
     torch.manual_seed(0)
-    data = CachedTrainingSet(labels=torch.arange(6) % 3, view_ids=[None],
-                       features=torch.randn(1, 6, tiny_clip.embed_dim))  # fmt: skip
+    data = CachedTrainingSet(
+        labels=torch.arange(6) % 3, view_ids=[None], features=torch.randn(1, 6, tiny_clip.embed_dim)
+    )
     base = dict(epochs=2, batch_size=3, weight_decay=0.0, warmup_epochs=0)
     scaled = CoOp(tiny_clip, NAMES, init_words=None)
     plain = CoOp(tiny_clip, NAMES, init_words=None)

@@ -47,8 +47,14 @@ def test_fresh_crops_are_a_pure_function_of_seed_epoch_and_sample(tiny_clip, ima
 def test_fresh_mode_trains_differs_from_cached_and_repeats_exactly(tiny_clip, images, tmp_path):
     paths, labels = images
     fresh = fresh_training_set(tiny_clip, paths, labels, needs_images=False, aug_seed=7)
-    cached = cached_training_set(tiny_clip, paths, labels, views=2, aug_seed=7,
-                                 features_options={"cache_dir": tmp_path / "cache"})  # fmt: skip
+    cached = cached_training_set(
+        tiny_clip,
+        paths,
+        labels,
+        views=2,
+        aug_seed=7,
+        features_options={"cache_dir": tmp_path / "cache"},
+    )
     first, second, on_cache = coop(tiny_clip), coop(tiny_clip), coop(tiny_clip)
     start = first.text_ctx.detach().clone()
     history = train(first, fresh, CONFIG).history
@@ -108,8 +114,14 @@ def test_fresh_training_resumes_to_the_identical_result(tiny_clip, images, tmp_p
     assert result.resumed_from == 2 and result.history == full_history
     assert torch.equal(resumed.text_ctx, full.text_ctx)
     # a cached run's checkpoint is not a fresh run's
-    cached = cached_training_set(tiny_clip, paths, labels, views=2, aug_seed=7,
-                                 features_options={"cache_dir": tmp_path / "cache"})  # fmt: skip
+    cached = cached_training_set(
+        tiny_clip,
+        paths,
+        labels,
+        views=2,
+        aug_seed=7,
+        features_options={"cache_dir": tmp_path / "cache"},
+    )
     assert train(coop(tiny_clip), cached, CONFIG, checkpoint=tmp_path / "run.pt").resumed_from == 0
 
 
@@ -131,8 +143,9 @@ def test_the_downstream_training_set_follows_augment_mode(tiny_clip, images, tmp
     paths, labels = images
     dataset = SimpleNamespace(
         train=[SimpleNamespace(path=p, label=y) for p, y in zip(paths, labels, strict=True)],
-        classnames=NAMES, prograd_template="a photo of a {}.",
-    )  # fmt: skip
+        classnames=NAMES,
+        prograd_template="a photo of a {}.",
+    )
     features = {"cache_dir": tmp_path / "cache", "num_workers": 0}
 
     def built(learner, mode):

@@ -13,8 +13,11 @@ from pipeline.meta.variant import precision_of_meta_steps
 from pipeline.params import ParamError
 from pipeline.training import CachedTrainingSet, TrainConfig, check_training_precision, train
 
-CONFIG = {"kind": "open_clip", "device": "cpu",
-          "open_clip": {"model": "gram-tiny-vit", "pretrained": None}}  # fmt: skip
+CONFIG = {
+    "kind": "open_clip",
+    "device": "cpu",
+    "open_clip": {"model": "gram-tiny-vit", "pretrained": None},
+}
 NAMES = ["cat", "dog", "bird"]
 
 
@@ -48,8 +51,9 @@ def test_meta_train_refuses_an_fp16_backbone():
 
 def test_bf16_autocast_trains_on_the_cpu_close_to_fp32():
     torch.manual_seed(1)
-    data = CachedTrainingSet(labels=torch.arange(9) % 3, view_ids=[0],
-                             features=torch.randn(1, 9, 64))  # fmt: skip
+    data = CachedTrainingSet(
+        labels=torch.arange(9) % 3, view_ids=[0], features=torch.randn(1, 9, 64)
+    )
     config = TrainConfig(epochs=2, batch_size=3, lr=0.05, warmup_epochs=0, seed=1)
     results = {}
     for precision in ("fp32", "bf16"):

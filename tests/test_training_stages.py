@@ -21,11 +21,13 @@ def workdir(tmp_path, monkeypatch, tiny_clip):
     # the stages call load_backbone(params["backbone"]): make it this session's tiny_clip
     monkeypatch.setattr("pipeline.backbones.load_backbone", lambda config: tiny_clip)
     for name, counts in (("shapes", (6, 4, 3)), ("shapes2", (6, 4, 2)), ("sketch", (0, 0, 2))):
-        make_json_dataset(tmp_path / "data", name, "images", f"split_{name}.json", CLASSES,
-                          counts)  # fmt: skip
+        make_json_dataset(tmp_path / "data", name, "images", f"split_{name}.json", CLASSES, counts)
     params = {
-        "shots": 2, "seeds": [1], "methods": ["zeroshot", "prograd", "vpt"],
-        "datasets": ["shapes", "shapes2"], "backbone": TINY_OPEN_CLIP,
+        "shots": 2,
+        "seeds": [1],
+        "methods": ["zeroshot", "prograd", "vpt"],
+        "datasets": ["shapes", "shapes2"],
+        "backbone": TINY_OPEN_CLIP,
         "data": {"root": "data", "own": {"shapes": {}, "shapes2": {}, "sketch": {}}},
         "domain_shift": {"source": "shapes", "targets": ["sketch"]},
         "features": {"batch_size": 8, "cache_dir": ".cache/features"},
@@ -34,16 +36,24 @@ def workdir(tmp_path, monkeypatch, tiny_clip):
             "augment": {"views": 2, "seed": 0},
             "methods": {
                 "zeroshot": {"learner": "zeroshot"},
-                "prograd": {"learner": "prograd",
-                            "options": {"n_ctx": 6, "init_words": "template"}},
-                "vpt": {"learner": "vpt", "options": {"n_tokens": 2},
-                        "train": {"epochs": 1, "warmup_epochs": 0}},
+                "prograd": {
+                    "learner": "prograd",
+                    "options": {"n_ctx": 6, "init_words": "template"},
+                },
+                "vpt": {
+                    "learner": "vpt",
+                    "options": {"n_tokens": 2},
+                    "train": {"epochs": 1, "warmup_epochs": 0},
+                },
             },
         },
-        "evaluate": {"batch_size": 16, "cross_dataset": {"source": "shapes",
-                                                         "targets": ["shapes2"]},
-                     "few_shot": {"shots": [1], "datasets": ["shapes2"]}},
-    }  # fmt: skip
+        "evaluate": {
+            "batch_size": 16,
+            "cross_dataset": {"source": "shapes", "targets": ["shapes2"]},
+            "few_shot": {"shots": [1], "datasets": ["shapes2"]},
+            "linear_probe": {"c_grid": [1.0, 10.0]},
+        },
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -58,26 +68,42 @@ def run_stage(script: str, *args: str, monkeypatch) -> None:
 def test_finetune_and_evaluate_stages_write_the_issue_shape(workdir, monkeypatch, capsys):
     for method in ("zeroshot", "prograd", "vpt"):
         run_stage("finetune.py", "--method", method, "--seed", "1", monkeypatch=monkeypatch)
-    run_stage("finetune.py", "--method", "prograd", "--seed", "1", "--part", "few_shot",
-              monkeypatch=monkeypatch)  # fmt: skip
+    run_stage(
+        "finetune.py",
+        "--method",
+        "prograd",
+        "--seed",
+        "1",
+        "--part",
+        "few_shot",
+        monkeypatch=monkeypatch,
+    )
     run = json.loads(Path("results/downstream/runs/prograd/seed1/main.json").read_text())
     assert set(run["runs"]) == {"base2new-shapes", "base2new-shapes2", "source-shapes"}
     assert run["runs"]["base2new-shapes"]["train_images"] == 2 * 3  # 2 shots x 3 base classes
     assert run["runs"]["base2new-shapes"]["epochs"] == 2
     assert Path("models/downstream/prograd/seed1/main/base2new-shapes.pt").exists()
-    assert Path("dvclive/finetune/prograd/seed1/main/base2new-shapes/plots/metrics/train/loss.tsv"
-                ).exists()  # fmt: skip
+    assert Path(
+        "dvclive/finetune/prograd/seed1/main/base2new-shapes/plots/metrics/train/loss.tsv"
+    ).exists()
 
+    run_stage("linear_probe.py", "--seed", "1", monkeypatch=monkeypatch)
     run_stage("evaluate.py", monkeypatch=monkeypatch)
     metrics = json.loads(Path("metrics/downstream.json").read_text())
-    assert set(metrics) == {"base2new", "cross_dataset", "domain_generalization", "few_shot",
-                            "std", "seeds"}  # fmt: skip
-    assert set(metrics["base2new"]) == {"zeroshot", "prograd", "vpt"}
+    assert set(metrics) == {
+        "base2new",
+        "cross_dataset",
+        "domain_generalization",
+        "few_shot",
+        "std",
+        "seeds",
+    }
+    assert set(metrics["base2new"]) == {"zeroshot", "prograd", "vpt", "linear_probe"}
     assert set(metrics["base2new"]["prograd"]) == {"shapes", "shapes2", "average"}
     assert set(metrics["base2new"]["prograd"]["shapes"]) == {"base", "new", "h"}
     assert set(metrics["cross_dataset"]["vpt"]) == {"shapes", "shapes2", "average"}
     assert set(metrics["domain_generalization"]["prograd"]) == {"shapes", "sketch", "average"}
-    assert set(metrics["few_shot"]) == {"prograd"}
+    assert set(metrics["few_shot"]) == {"prograd", "linear_probe"}
     assert set(metrics["few_shot"]["prograd"]["1"]) == {"shapes2"}
     assert metrics["std"]["base2new"]["prograd"]["shapes"]["base"] == 0.0  # one seed
     tables = Path("results/tables.md").read_text()
@@ -115,10 +141,12 @@ def test_a_from_meta_row_takes_learner_options_theta_and_a_frozen_regulator(tmp_
     from pipeline.meta.artifacts import load_meta_prompt
 
     theta, regulators = write_meta_variant(tmp_path / "gram" / "coop", tiny_clip)
-    params = {"finetune": {
-        "train": {"epochs": 1},
-        "methods": {"coop_gram": {"from_meta": "coop", "train": {"lr": 0.1}}},
-    }}  # fmt: skip
+    params = {
+        "finetune": {
+            "train": {"epochs": 1},
+            "methods": {"coop_gram": {"from_meta": "coop", "train": {"lr": 0.1}}},
+        }
+    }
     method = read_method(params, "coop_gram", seed=1, gram_models=tmp_path / "gram")
     assert method.learner == "coop" and method.train.lr == 0.1 and method.train.epochs == 1
     assert method.options == {"n_ctx": 2, "init_words": None}  # from learner.json
@@ -153,8 +181,10 @@ def test_bad_rows_name_the_key_the_user_wrote(tmp_path, tiny_clip):
         read({"from_meta": "coop", "options": {"n_ctx": 4}})
     with pytest.raises(ParamError, match="from_meta = 'vpt'.*learner.json is missing"):
         read({"from_meta": "vpt"})
-    params = {"meta": {"variants": {"coop": {}}},
-              "finetune": {"train": {}, "methods": {"m": {"from_meta": "cop"}}}}  # fmt: skip
+    params = {
+        "meta": {"variants": {"coop": {}}},
+        "finetune": {"train": {}, "methods": {"m": {"from_meta": "cop"}}},
+    }
     with pytest.raises(ParamError, match=r"from_meta = 'cop': must be one of meta.variants"):
         read_method(params, "m", seed=1, gram_models=tmp_path / "gram")
     card = tmp_path / "gram" / "coop" / "learner.json"
@@ -171,8 +201,10 @@ def test_bad_data_is_reported_before_the_backbone_loads(workdir, monkeypatch, ca
 
     monkeypatch.setattr("pipeline.backbones.load_backbone", no_backbone)
     Path("data/shapes2/split_shapes2.json").write_text("{not json")
-    for script, args in (("finetune.py", ("--method", "zeroshot", "--seed", "1")),
-                         ("zeroshot.py", ())):  # fmt: skip
+    for script, args in (
+        ("finetune.py", ("--method", "zeroshot", "--seed", "1")),
+        ("zeroshot.py", ()),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             run_stage(script, *args, monkeypatch=monkeypatch)
         assert exit_info.value.code == 2

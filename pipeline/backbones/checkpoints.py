@@ -159,10 +159,13 @@ def load_weights(clip_model: torch.nn.Module, checkpoint: LocalCheckpoint, model
     ]
     problems = [
         f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''}"
-        for label, items in (("missing", missing), ("unexpected", unexpected),
-                             ("shape (checkpoint vs model)", misshaped))
+        for label, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape (checkpoint vs model)", misshaped),
+        )
         if items
-    ]  # fmt: skip
+    ]
     if problems:
         raise ParamError(
             f"params.yaml: {PRETRAINED_KEY} = {str(checkpoint.path)!r} does not fit "

@@ -39,47 +39,60 @@ def topic_model_from_params(params: dict[str, Any], embedder=None) -> TopicModel
         raise ParamError(f"params.yaml: topics.umap.metric = {metric!r} must be a metric name")
     reducer = make_reducer(
         backend,
-        n_components=check_range("topics.umap.n_components",
-                                 get(params, "topics.umap.n_components"), 1, integer=True),
-        n_neighbors=check_range("topics.umap.n_neighbors", get(params, "topics.umap.n_neighbors"),
-                                2, integer=True),
+        n_components=check_range(
+            "topics.umap.n_components", get(params, "topics.umap.n_components"), 1, integer=True
+        ),
+        n_neighbors=check_range(
+            "topics.umap.n_neighbors", get(params, "topics.umap.n_neighbors"), 2, integer=True
+        ),
         min_dist=check_range("topics.umap.min_dist", get(params, "topics.umap.min_dist"), 0.0, 1.0),
         metric=metric,
-        random_state=check_range("topics.umap.random_state",
-                                 get(params, "topics.umap.random_state"), 0, integer=True),
+        random_state=check_range(
+            "topics.umap.random_state", get(params, "topics.umap.random_state"), 0, integer=True
+        ),
         n_epochs=_optional_int(params, "topics.umap.n_epochs", 1),
-        init=check_choice("topics.umap.init", get(params, "topics.umap.init"),
-                          ("spectral", "random", "pca")),
+        init=check_choice(
+            "topics.umap.init", get(params, "topics.umap.init"), ("spectral", "random", "pca")
+        ),
         knn_cache=_optional_folder(params, "topics.knn_cache"),
     )
     clusterer = make_clusterer(
         backend,
-        min_cluster_size=check_range("topics.hdbscan.min_cluster_size",
-                                     get(params, "topics.hdbscan.min_cluster_size"), 2,
-                                     integer=True),
+        min_cluster_size=check_range(
+            "topics.hdbscan.min_cluster_size",
+            get(params, "topics.hdbscan.min_cluster_size"),
+            2,
+            integer=True,
+        ),
         min_samples=_optional_int(params, "topics.hdbscan.min_samples", 1),
         cluster_selection_method=check_choice(
             "topics.hdbscan.cluster_selection_method",
-            get(params, "topics.hdbscan.cluster_selection_method"), ("eom", "leaf"),
+            get(params, "topics.hdbscan.cluster_selection_method"),
+            ("eom", "leaf"),
         ),
     )
-    stop_words = check_choice("topics.stop_words", get(params, "topics.stop_words"),
-                              ("english", None))
+    stop_words = check_choice(
+        "topics.stop_words", get(params, "topics.stop_words"), ("english", None)
+    )
     return TopicModel(
         embedder=embedder,
         reducer=reducer,
         clusterer=clusterer,
         vectorizer=make_vectorizer(stop_words=stop_words),
-        min_topics=check_range("topics.min_topics", get(params, "topics.min_topics"), 1,
-                               integer=True),
+        min_topics=check_range(
+            "topics.min_topics", get(params, "topics.min_topics"), 1, integer=True
+        ),
         fit_sample_size=_optional_int(params, "topics.fit_sample_size", 2),
-        sample_seed=check_range("topics.sample_seed", get(params, "topics.sample_seed"), 0,
-                                integer=True),
+        sample_seed=check_range(
+            "topics.sample_seed", get(params, "topics.sample_seed"), 0, integer=True
+        ),
         assign_noise=_flag(params, "topics.assign_noise"),
-        top_n_words=check_range("topics.top_n_words", get(params, "topics.top_n_words"), 1,
-                                integer=True),
-        n_examples=check_range("topics.n_examples", get(params, "topics.n_examples"), 0,
-                               integer=True),
+        top_n_words=check_range(
+            "topics.top_n_words", get(params, "topics.top_n_words"), 1, integer=True
+        ),
+        n_examples=check_range(
+            "topics.n_examples", get(params, "topics.n_examples"), 0, integer=True
+        ),
     )
 
 

@@ -23,8 +23,10 @@ from tqdm import tqdm
 def domain_count(n_points: int, k: int, min_points_per_domain: int = 1) -> int:
     """How many domains a topic of ``n_points`` gets: ``k`` clipped to its size, >= 1."""
     if k < 1 or min_points_per_domain < 1:
-        raise ValueError(f"domains: k = {k} and min_points_per_domain = "
-                         f"{min_points_per_domain} must both be >= 1")
+        raise ValueError(
+            f"domains: k = {k} and min_points_per_domain = "
+            f"{min_points_per_domain} must both be >= 1"
+        )
     return max(1, min(k, n_points // min_points_per_domain))
 
 
@@ -105,8 +107,12 @@ def cluster_domains(
     for topic in tqdm(np.unique(topic_ids[topic_ids >= 0]), desc="domains", leave=False):
         rows = np.flatnonzero(topic_ids == topic)
         domains[rows] = kmeans_domains(
-            features[rows], k, min_points_per_domain=min_points_per_domain, seed=seed,
-            niter=niter, nredo=nredo,
+            features[rows],
+            k,
+            min_points_per_domain=min_points_per_domain,
+            seed=seed,
+            niter=niter,
+            nredo=nredo,
         )
     return domains
 

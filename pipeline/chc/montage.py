@@ -21,8 +21,7 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
 def typical_rows(features: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     """The ``n`` rows (of ``rows``) whose L2-normalised features are closest to their mean."""
-    unit = features[rows] / np.maximum(np.linalg.norm(features[rows], axis=1, keepdims=True),
-                                       1e-12)
+    unit = features[rows] / np.maximum(np.linalg.norm(features[rows], axis=1, keepdims=True), 1e-12)
     order = np.argsort(-(unit @ unit.mean(axis=0)), kind="stable")
     return rows[order[:n]]
 
@@ -79,8 +78,9 @@ def domain_montage(
             if key in images:
                 image = images[key].copy()
                 image.thumbnail((thumb, thumb))
-                canvas.paste(image, (left + (thumb - image.width) // 2,
-                                     top + (thumb - image.height) // 2))
+                canvas.paste(
+                    image, (left + (thumb - image.width) // 2, top + (thumb - image.height) // 2)
+                )
             else:
                 draw.rectangle((left, top, left + thumb - 1, top + thumb - 1), outline="#bbbbbb")
     return canvas
@@ -101,15 +101,18 @@ def write_domain_montages(
     out.mkdir(parents=True)
     counts = table["topic_id"].value_counts()
     by_size = counts.index.to_numpy()[np.lexsort((counts.index, -counts.to_numpy()))]
-    chosen = sorted(by_size[: n_topics])
+    chosen = sorted(by_size[:n_topics])
     plan = {}
     for topic in chosen:
         rows = np.flatnonzero(table["topic_id"].to_numpy() == topic)
         domains = table["domain"].to_numpy()[rows]
         plan[topic] = [
-            (f"domain {d} ({np.sum(domains == d)})",
-             table["key"].to_numpy()[typical_rows(features, rows[domains == d],
-                                                  n_images)].tolist())
+            (
+                f"domain {d} ({np.sum(domains == d)})",
+                table["key"]
+                .to_numpy()[typical_rows(features, rows[domains == d], n_images)]
+                .tolist(),
+            )
             for d in range(domains.max() + 1)
         ]
     wanted = {key for rows in plan.values() for _, keys in rows for key in keys}

@@ -30,8 +30,9 @@ def topics_markdown(topics: pd.DataFrame, num_pairs: int, noise_fraction: float)
     for row in topics.itertuples():
         words = ", ".join(f"{w} ({s:.3f})" for w, s in zip(row.words, row.scores, strict=True))
         examples = " / ".join(_cell(e) for e in row.examples)
-        lines.append(f"| {row.topic_id} | **{row.topic_word}** | {row.size} | {words} | "
-                     f"{examples} |")
+        lines.append(
+            f"| {row.topic_id} | **{row.topic_word}** | {row.size} | {words} | {examples} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -45,8 +46,9 @@ def map_2d(reduced: np.ndarray, random_state: int = 0, n_neighbors: int = 15) ->
     from umap import UMAP
 
     n_neighbors = max(2, min(n_neighbors, len(reduced) - 1))
-    return UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, n_jobs=1,
-                random_state=random_state).fit_transform(reduced)
+    return UMAP(
+        n_components=2, n_neighbors=n_neighbors, min_dist=0.1, n_jobs=1, random_state=random_state
+    ).fit_transform(reduced)
 
 
 def plot_topic_map(
@@ -64,8 +66,9 @@ def plot_topic_map(
         if topic < n_named:
             x, y = np.median(xy[inside], axis=0)
             ax.annotate(words[topic], (x, y), fontsize=8, weight="bold", ha="center")
-    ax.set_title(f"Caption embeddings by topic ({len(words)} topics, "
-                 f"{noise.mean():.0%} noise in grey)")
+    ax.set_title(
+        f"Caption embeddings by topic ({len(words)} topics, {noise.mean():.0%} noise in grey)"
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()

@@ -184,7 +184,11 @@ class TopicModel:
                     "words": [w for w, _ in top],
                     "scores": [round(s, 6) for _, s in top],
                     "examples": _examples(
-                        captions, embeddings, inverse_norms, member, centroids[topic],
+                        captions,
+                        embeddings,
+                        inverse_norms,
+                        member,
+                        centroids[topic],
                         self.n_examples,
                     ),
                 }

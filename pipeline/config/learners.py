@@ -100,8 +100,10 @@ def read_lambda_overrides(rules: Any, where: str) -> list[LambdaOverride]:
         if not isinstance(rule, Mapping) or set(rule) != {"datasets", "shots", "lambda"}:
             raise ParamError(f"{at} = {rule!r}: must have exactly the keys datasets, shots, lambda")
         datasets, shots = rule["datasets"], rule["shots"]
-        if isinstance(datasets, str) or not isinstance(datasets, Sequence) or not all(
-            isinstance(d, str) for d in datasets
+        if (
+            isinstance(datasets, str)
+            or not isinstance(datasets, Sequence)
+            or not all(isinstance(d, str) for d in datasets)
         ):
             raise ParamError(f"{at}.datasets = {datasets!r}: must be a list of dataset names")
         if isinstance(shots, str) or not isinstance(shots, Sequence):

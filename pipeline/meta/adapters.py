@@ -85,8 +85,13 @@ class PairImages:
     just the shards that hold the keys (``index.parquet`` lists each key's shard).
     """
 
-    def __init__(self, shards_dir: str | Path, keys: Iterable[str], transform: Callable,
-                 shards: Sequence[str] | None = None):
+    def __init__(
+        self,
+        shards_dir: str | Path,
+        keys: Iterable[str],
+        transform: Callable,
+        shards: Sequence[str] | None = None,
+    ):
         import webdataset as wds
 
         wanted = set(keys)
@@ -110,8 +115,12 @@ class PairImages:
 
 
 def class_batch(
-    classnames: Sequence[str], keys: Sequence[str], labels: Sequence[int],
-    features: PairFeatures | None, images: PairImages | None, device: str | torch.device = "cpu",
+    classnames: Sequence[str],
+    keys: Sequence[str],
+    labels: Sequence[int],
+    features: PairFeatures | None,
+    images: PairImages | None,
+    device: str | torch.device = "cpu",
 ) -> ClassBatch:
     batch = Batch(
         labels=torch.as_tensor(list(labels), dtype=torch.long, device=device),
@@ -138,7 +147,9 @@ def keys_used(tasks: Sequence[MetaTask], steps: int, per_step: int, seed: int) -
 
 
 def as_task(
-    task: MetaTask, features: PairFeatures | None, images: PairImages | None,
+    task: MetaTask,
+    features: PairFeatures | None,
+    images: PairImages | None,
     device: str | torch.device = "cpu",
 ) -> Task:
     """A stored task as GRAM's (support, query) pair of :class:`ClassBatch`."""
@@ -150,8 +161,11 @@ def as_task(
 
 
 def task_batches(
-    tasks: Sequence[MetaTask], per_step: int, seed: int,
-    features: PairFeatures | None = None, images: PairImages | None = None,
+    tasks: Sequence[MetaTask],
+    per_step: int,
+    seed: int,
+    features: PairFeatures | None = None,
+    images: PairImages | None = None,
     device: str | torch.device = "cpu",
 ) -> Callable[[int], list[Task]]:
     """``batches(step)``: B tasks as (support, query) :class:`ClassBatch` pairs."""
@@ -166,8 +180,10 @@ def task_batches(
 
 
 def task_set(
-    tasks: Sequence[MetaTask], features: PairFeatures | None = None,
-    images: PairImages | None = None, device: str | torch.device = "cpu",
+    tasks: Sequence[MetaTask],
+    features: PairFeatures | None = None,
+    images: PairImages | None = None,
+    device: str | torch.device = "cpu",
 ) -> Callable[[], list[Task]]:
     """``tasks()``: every task of a fixed set (the held-out ones), built again at each call
     so that decoded images are not held between validations."""
@@ -175,15 +191,19 @@ def task_set(
 
 
 def pretrain_batches(
-    tasks: Sequence[MetaTask], per_step: int, seed: int,
-    features: PairFeatures | None = None, images: PairImages | None = None,
+    tasks: Sequence[MetaTask],
+    per_step: int,
+    seed: int,
+    features: PairFeatures | None = None,
+    images: PairImages | None = None,
     device: str | torch.device = "cpu",
 ) -> Callable[[int], list[Task]]:
     """The "- meta-learning" ablation's data: the SAME images as GRAM's steps, classified
     over ALL topics of the task set (plain prompt pre-training on the cluster data), one
     batch per task in ``Task.support``."""
-    topics = sorted({(tid, name) for t in tasks for tid, name in
-                     zip(t.topic_ids, t.classnames, strict=True)})
+    topics = sorted(
+        {(tid, name) for t in tasks for tid, name in zip(t.topic_ids, t.classnames, strict=True)}
+    )
     label_of = {tid: i for i, (tid, _) in enumerate(topics)}
     classnames = [name for _, name in topics]
 

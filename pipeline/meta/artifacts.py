@@ -56,8 +56,12 @@ class MetaPrompt:
 
 
 def save_meta_prompt(
-    directory: str | Path, theta: Mapping[str, Tensor], regulators: Regulators,
-    regulator_config: Mapping[str, Any], learner: str, options: Mapping[str, Any],
+    directory: str | Path,
+    theta: Mapping[str, Tensor],
+    regulators: Regulators,
+    regulator_config: Mapping[str, Any],
+    learner: str,
+    options: Mapping[str, Any],
     info: Mapping[str, Any],
 ) -> None:
     directory = Path(directory)
@@ -66,8 +70,10 @@ def save_meta_prompt(
     torch.save(theta, directory / "theta.pt")
     shapes = {name: list(t.shape) for name, t in theta.items()}
     state = {k: v.detach().cpu().clone() for k, v in regulators.state_dict().items()}
-    torch.save({"config": dict(regulator_config), "state_dict": state, "shapes": shapes},
-               directory / "phi.pt")
+    torch.save(
+        {"config": dict(regulator_config), "state_dict": state, "shapes": shapes},
+        directory / "phi.pt",
+    )
     card = {"learner": learner, "options": dict(options), **dict(info)}
     (directory / "learner.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 

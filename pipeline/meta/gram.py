@@ -89,8 +89,13 @@ def support_gradients(
 
 
 def query_loss(
-    loss_fn: LossFn, regulators: Regulators, theta: Params, phi: Params, task: Task,
-    inner: InnerLoop, support_grads: Sequence[Params] | None = None,
+    loss_fn: LossFn,
+    regulators: Regulators,
+    theta: Params,
+    phi: Params,
+    task: Task,
+    inner: InnerLoop,
+    support_grads: Sequence[Params] | None = None,
 ) -> Tensor:
     """L(theta'_t, D_query_t): second order, or first order given ``support_grads``."""
     if inner.second_order:
@@ -123,8 +128,13 @@ class TaskResult:
 
 
 def task_meta_gradients(
-    loss_fn: LossFn, regulators: Regulators, theta: Params, phi: Params, task: Task,
-    inner: InnerLoop, track_alignment: bool = False,
+    loss_fn: LossFn,
+    regulators: Regulators,
+    theta: Params,
+    phi: Params,
+    task: Task,
+    inner: InnerLoop,
+    track_alignment: bool = False,
 ) -> TaskResult:
     """dL(theta'_t, D_query_t)/dtheta and /dphi for one task (and its Fig. 3b alignment)."""
     theta, phi = _detached(theta), _detached(phi)
@@ -148,8 +158,13 @@ def task_meta_gradients(
 
 
 def meta_gradients(
-    loss_fn: LossFn, regulators: Regulators, theta: Params, phi: Params,
-    tasks: Sequence[Task], inner: InnerLoop, track_alignment: bool = False,
+    loss_fn: LossFn,
+    regulators: Regulators,
+    theta: Params,
+    phi: Params,
+    tasks: Sequence[Task],
+    inner: InnerLoop,
+    track_alignment: bool = False,
 ) -> TaskResult:
     """Gradients of F = sum_t L(theta'_t, D_query_t) over a batch of tasks (Eq. 8-10).
 
@@ -160,9 +175,7 @@ def meta_gradients(
     total_phi = {name: torch.zeros_like(t) for name, t in phi.items()}
     losses, alignments = [], []
     for task in tasks:
-        result = task_meta_gradients(
-            loss_fn, regulators, theta, phi, task, inner, track_alignment
-        )
+        result = task_meta_gradients(loss_fn, regulators, theta, phi, task, inner, track_alignment)
         for name, g in result.grad_theta.items():
             total_theta[name] += g
         for name, g in result.grad_phi.items():
@@ -173,7 +186,11 @@ def meta_gradients(
 
 
 def gradient_alignment(
-    loss_fn: LossFn, regulators: Regulators, theta: Params, phi: Params, task: Task,
+    loss_fn: LossFn,
+    regulators: Regulators,
+    theta: Params,
+    phi: Params,
+    task: Task,
     support_grad: Params | None = None,
 ) -> Alignment:
     """The normalised gradient inner product of GRAM Fig. 3b, for one task.

@@ -99,10 +99,12 @@ class MetaTask:
     def from_json(cls, data: bytes | str | dict) -> MetaTask:
         raw = json.loads(data) if isinstance(data, (bytes, str)) else data
         return cls(
-            task=int(raw["task"]), classnames=list(raw["classnames"]),
+            task=int(raw["task"]),
+            classnames=list(raw["classnames"]),
             topic_ids=[int(t) for t in raw["topic_ids"]],
             support_domain=list(raw["support_domain"]),
-            support=Split(**raw["support"]), query=Split(**raw["query"]),
+            support=Split(**raw["support"]),
+            query=Split(**raw["query"]),
         )
 
 
@@ -138,8 +140,9 @@ def read_domains(path: str | Path) -> pd.DataFrame:
             "class names of a task must differ"
         )
     if table["key"].duplicated().any():
-        raise TaskError(f"{path}: key {table['key'][table['key'].duplicated()].iloc[0]!r}: "
-                        "appears twice")
+        raise TaskError(
+            f"{path}: key {table['key'][table['key'].duplicated()].iloc[0]!r}: appears twice"
+        )
     return table
 
 
@@ -196,8 +199,9 @@ def _spread(rng: np.random.Generator, pools: dict[int, list[str]], count: int) -
 
 def sample_task(index: int, topics: Sequence[Topic], spec: TaskSpec, rng) -> MetaTask:
     chosen = [topics[i] for i in rng.choice(len(topics), spec.ways, replace=False)]
-    task = MetaTask(index, [t.word for t in chosen], [t.topic_id for t in chosen], [],
-                    Split(), Split())
+    task = MetaTask(
+        index, [t.word for t in chosen], [t.topic_id for t in chosen], [], Split(), Split()
+    )
     for label, topic in enumerate(chosen):
         if spec.support_sampling == "one_domain":
             domain = int(rng.choice(_support_domains(topic, spec)))
@@ -240,8 +244,10 @@ def sample_task_sets(
     """``spec.num_tasks`` training tasks, ``spec.val_tasks`` held-out ones on
     ``spec.val_topics`` other topics, and the statistics for ``metrics/tasks.json``."""
     if spec.support_sampling not in SUPPORT_SAMPLING:
-        raise TaskError(f"tasks.support_sampling: {spec.support_sampling!r}: must be one of "
-                        f"{list(SUPPORT_SAMPLING)}")
+        raise TaskError(
+            f"tasks.support_sampling: {spec.support_sampling!r}: must be one of "
+            f"{list(SUPPORT_SAMPLING)}"
+        )
     topics, noise_rows = build_topics(table)
     reasons = {t.topic_id: exclusion_reason(t, spec) for t in topics}
     usable = [t for t in topics if reasons[t.topic_id] is None]
@@ -276,8 +282,10 @@ def split_topics(usable: Sequence[Topic], spec: TaskSpec) -> tuple[list[Topic], 
             f"(tasks.val_tasks) of {spec.ways} ways need at least {spec.ways} held-out topics"
         )
     if spec.val_topics > 0 and spec.val_tasks == 0:
-        raise TaskError(f"tasks.val_topics: {spec.val_topics}: topics held out for no task; "
-                        "set tasks.val_tasks too (or val_topics: 0)")
+        raise TaskError(
+            f"tasks.val_topics: {spec.val_topics}: topics held out for no task; "
+            "set tasks.val_tasks too (or val_topics: 0)"
+        )
     if len(usable) - spec.val_topics < spec.ways:
         raise TaskError(
             f"tasks.val_topics: {spec.val_topics}: of {len(usable)} usable topics, "

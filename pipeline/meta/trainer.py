@@ -214,7 +214,9 @@ def run(
             _log(live, trainer, step)
     done_here = 0
     bar = tqdm(
-        total=total_steps, initial=trainer.step, desc=f"meta-train ({trainer.mode})",
+        total=total_steps,
+        initial=trainer.step,
+        desc=f"meta-train ({trainer.mode})",
         disable=not progress,
     )
     while trainer.step < total_steps:

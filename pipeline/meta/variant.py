@@ -164,9 +164,10 @@ def meta_train_variant(
     shards = sorted(Path(paths.tasks).glob("tasks-*.tar"))
     shards += sorted((Path(paths.tasks) / "val").glob("tasks-*.tar"))
     started = time.perf_counter()
-    with precision_of_meta_steps(backbone, cfg["second_order"]), open_live(
-        paths.live / cfg["variant"]
-    ) as live:
+    with (
+        precision_of_meta_steps(backbone, cfg["second_order"]),
+        open_live(paths.live / cfg["variant"]) as live,
+    ):
         result.history = run(
             trainer,
             batches,
