@@ -6,7 +6,8 @@ encoded at most once per backbone and preprocessing:
 
 * ``view=None`` is the test preprocessing (resize + centre crop);
 * ``view=v`` is the v-th augmented training view (random crop + flip), drawn from a generator
-  seeded by (aug_seed, image, v), so view v of an image is the same in every run and stage.
+  seeded by (aug_seed, the image's bytes, v), so view v of an image is the same in every run,
+  stage and clone, wherever the files live.
 
 The store is one SQLite file per (backbone, preprocessing): rows are written as batches
 finish, so an interrupted stage resumes where it stopped, and sharing between stages is free.
@@ -69,7 +70,10 @@ class ImageFiles(Dataset):
             return self.transform(image)
         # torchvision's random transforms draw from the global generator: fork it so the
         # crop of (image, view) is fixed and the caller's random state is left untouched.
-        seed = zlib.crc32(f"{self.aug_seed}|{path.resolve()}|{self.view}".encode())
+        # The seed comes from the image's bytes, not its path, so a clone in another folder
+        # (or another machine) draws the same crops.
+        content = zlib.crc32(path.read_bytes())
+        seed = zlib.crc32(f"{self.aug_seed}|{content}|{self.view}".encode())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.transform(image)

@@ -76,6 +76,19 @@ def test_augmented_views_are_fixed_per_image_and_view(tiny_clip, images, tmp_pat
     assert not torch.allclose(view0, test)
 
 
+def test_augmented_views_do_not_depend_on_where_the_files_live(tiny_clip, images, tmp_path):
+    """A clone in another folder (or on another machine) draws the same training crops."""
+    moved = []
+    for path in images:
+        target = tmp_path / "elsewhere" / "deeper" / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+        moved.append(target)
+    here = image_features(tiny_clip, images, view=0, cache_dir=tmp_path / "a")
+    there = image_features(tiny_clip, moved, view=0, cache_dir=tmp_path / "b")
+    assert torch.equal(here, there)
+
+
 def test_corrupt_and_missing_images_are_named(tiny_clip, images, tmp_path):
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
