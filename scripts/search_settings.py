@@ -39,7 +39,8 @@ from pipeline.data.fewshot import subsample_classes  # noqa: E402
 from pipeline.evaluation import evaluate  # noqa: E402
 from pipeline.learners import build_learner  # noqa: E402
 from pipeline.params import data_root, dataset_spec, load_params  # noqa: E402
-from pipeline.training import cached_training_set, image_training_set, train  # noqa: E402
+from pipeline.training import cached_training_set, train  # noqa: E402
+from pipeline.training_images import image_training_set  # noqa: E402
 
 
 @dataclass(frozen=True)
