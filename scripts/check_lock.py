@@ -50,7 +50,10 @@ def stale_entries(status: dict, lock: dict) -> dict[str, list[str]]:
 
 
 def _is_produced(path: str, produced: set[str]) -> bool:
-    return any(path == out or path.startswith(out.rstrip("/") + "/") for out in produced)
+    """``path`` is a stage output, lies inside one, or is a folder of outputs (``evaluate``
+    reads ``dvclive/finetune``, which only the finetune stages' outputs fill)."""
+    inside = [(path, out) for out in produced] + [(out, path) for out in produced]
+    return any(a == b or a.startswith(b.rstrip("/") + "/") for a, b in inside)
 
 
 def _changed_paths(change: dict, produced: set[str]) -> list[str]:

@@ -80,3 +80,9 @@ def test_a_missing_source_dependency_is_not_excused_as_an_absent_output():
     status = {"make": [{"changed deps": {"src.txt": "deleted", "out.txt": "deleted"}}]}
     lock = {"stages": {"make": {"outs": [{"path": "out.txt"}]}}}
     assert check_lock.stale_entries(status, lock) == {"make": ["dep src.txt deleted"]}
+
+
+def test_a_folder_filled_only_by_stage_outputs_is_excused_when_absent():
+    status = {"report": [{"changed deps": {"logs": "deleted", "notes": "deleted"}}]}
+    lock = {"stages": {"report": {}, "run": {"outs": [{"path": "logs/a"}, {"path": "logs/b"}]}}}
+    assert check_lock.stale_entries(status, lock) == {"report": ["dep notes deleted"]}
