@@ -23,6 +23,10 @@ ROW_LABELS = {
     PROBE: "Linear probe",
 }
 
+#: In a table a "+ GRAM" row sits under its base method; a plot has no such layout, so its
+#: legend names both (two rows of one label would be drawn as one).
+PLOT_LABELS = {**ROW_LABELS, "coop_gram": "CoOp + GRAM", "vpt_gram": "VPT + GRAM"}
+
 #: stated in every tables.md: when a difference between two rows counts
 DIFFERENCE_RULE = (
     "A difference between two rows counts only when it is larger than both rows' std "

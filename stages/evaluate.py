@@ -22,7 +22,7 @@ from pipeline.errors import UserError, run_stage
 from pipeline.figures import few_shot_rows, finetune_curve_rows, table1_rows, write_csv
 from pipeline.io import write_json
 from pipeline.params import ParamError, get, load_params
-from pipeline.report import PROBE, ROW_LABELS, row_order, tables_markdown
+from pipeline.report import PLOT_LABELS, PROBE, row_order, tables_markdown
 
 RUNS = Path("results/downstream/runs")
 PROBES = Path("results/downstream/probe")
@@ -42,7 +42,7 @@ def read_controls(params) -> list[str]:
 
 
 def _label(method: str) -> str:
-    return ROW_LABELS.get(method, method)
+    return PLOT_LABELS.get(method, method)
 
 
 def write_plot_data(metrics: dict, protocols, methods, seeds, controls) -> None:
