@@ -74,6 +74,8 @@ def _tiny_params() -> dict:
     )
     params["backbone"] = {
         "kind": "open_clip",
+        "device": "cpu",  # passed explicitly to every stage that runs a model
+        "precision": "fp32",
         "open_clip": {"model": "gram-tiny-vit", "pretrained": None},
     }
     params["domain_shift"] = {"source": "fashion_mnist", "targets": ["fashion_mnist_sketch"]}
