@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -31,17 +30,9 @@ def lock_outputs(lock: dict) -> set[str]:
     }
 
 
-def stale_entries(
-    status: dict, lock: dict, present: Callable[[str], bool] = lambda path: Path(path).exists()
-) -> dict[str, list[str]]:
-    """``dvc status --json`` output -> {stage: [what is stale]}; empty when the lock is fresh.
-
-    ``present(path)`` says whether an output exists in the workspace: a folder of outputs that
-    holds none of them (a fresh clone keeps only their committed ``.gitignore`` files) reads
-    "modified" there, which says nothing about the lock; its producers are checked instead.
-    """
-    produced = {out for out in lock_outputs(lock) if not present(out)}
-    absent_folders = _folders_of_absent_outputs(lock_outputs(lock), produced)
+def stale_entries(status: dict, lock: dict) -> dict[str, list[str]]:
+    """``dvc status --json`` output -> {stage: [what is stale]}; empty when the lock is fresh."""
+    produced = lock_outputs(lock)
     locked = set(lock.get("stages", {}))
     stale: dict[str, list[str]] = {}
     for stage, changes in status.items():
@@ -52,7 +43,7 @@ def stale_entries(
             elif isinstance(change, str):
                 problems.append(change)
             else:
-                problems += _changed_paths(change, produced, absent_folders)
+                problems += _changed_paths(change, produced)
         if problems:
             stale[stage] = problems
     return stale
@@ -65,21 +56,7 @@ def _is_produced(path: str, produced: set[str]) -> bool:
     return any(a == b or a.startswith(b.rstrip("/") + "/") for a, b in inside)
 
 
-def _folders_of_absent_outputs(outputs: set[str], absent: set[str]) -> set[str]:
-    """Paths whose related outputs (equal, inside or containing) are all absent."""
-
-    def related(path: str) -> set[str]:
-        return {out for out in outputs if _is_produced(path, {out})}
-
-    return {path for out in absent for path in _ancestors(out) if related(path) <= absent}
-
-
-def _ancestors(path: str) -> list[str]:
-    parts = path.rstrip("/").split("/")
-    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-
-
-def _changed_paths(change: dict, produced: set[str], absent_folders: set[str]) -> list[str]:
+def _changed_paths(change: dict, produced: set[str]) -> list[str]:
     problems = []
     for kind, paths in change.items():
         for path, state in paths.items():
@@ -88,8 +65,6 @@ def _changed_paths(change: dict, produced: set[str], absent_folders: set[str]) -
             elif kind == "changed outs" and state in ABSENT:
                 continue
             elif kind == "changed deps" and state == "deleted" and _is_produced(path, produced):
-                continue
-            elif kind == "changed deps" and state == "modified" and path in absent_folders:
                 continue
             else:
                 problems.append(f"{kind.removeprefix('changed ')[:-1]} {path} {state}")
@@ -110,9 +85,7 @@ def main(root: str | Path = ".") -> int:
     if result.returncode != 0:
         print(f"check_lock: dvc status failed:\n{result.stderr}", file=sys.stderr)
         return 1
-    stale = stale_entries(
-        json.loads(result.stdout or "{}"), lock or {}, lambda path: (root / path).exists()
-    )
+    stale = stale_entries(json.loads(result.stdout or "{}"), lock or {})
     for stage, problems in sorted(stale.items()):
         print(f"dvc.lock: {stage}: {'; '.join(problems)}", file=sys.stderr)
     if stale:

@@ -86,12 +86,3 @@ def test_a_folder_filled_only_by_stage_outputs_is_excused_when_absent():
     status = {"report": [{"changed deps": {"logs": "deleted", "notes": "deleted"}}]}
     lock = {"stages": {"report": {}, "run": {"outs": [{"path": "logs/a"}, {"path": "logs/b"}]}}}
     assert check_lock.stale_entries(status, lock) == {"report": ["dep notes deleted"]}
-
-
-def test_a_folder_of_outputs_reads_modified_in_a_fresh_clone_and_is_excused_only_there():
-    """A fresh clone keeps only the committed .gitignore files of an output folder."""
-    status = {"report": [{"changed deps": {"runs": "modified"}}]}
-    lock = {"stages": {"report": {}, "run": {"outs": [{"path": "runs/a"}]}}}
-    assert check_lock.stale_entries(status, lock, present=lambda path: False) == {}
-    stale = check_lock.stale_entries(status, lock, present=lambda path: True)
-    assert stale == {"report": ["dep runs modified"]}
