@@ -38,6 +38,7 @@ from pipeline.data import DatasetSplits, few_shot_splits, load_dataset  # noqa: 
 from pipeline.data.fewshot import subsample_classes  # noqa: E402
 from pipeline.evaluation import evaluate  # noqa: E402
 from pipeline.learners import build_learner  # noqa: E402
+from pipeline.meta.artifacts import load_meta_prompt  # noqa: E402
 from pipeline.params import data_root, dataset_spec, load_params  # noqa: E402
 from pipeline.training import cached_training_set, train  # noqa: E402
 from pipeline.training_images import image_training_set  # noqa: E402
@@ -58,25 +59,31 @@ class Point:
         return " ".join([self.row, *parts])
 
 
-# The joint (UNIGRAM) learner without theta*: its meta-training variant's options.
-JOINT = {"n_ctx": 2, "n_tokens": 2, "depth": 1, "pad_width": 16}
 TEXT_LRS = (0.002, 0.02, 0.2, 1.0)
+# (pixel lr, epochs, batch size) of the visual prompt rows
+VISUAL_GRID = ((10.0, 1, 32), (10.0, 1, 8), (10.0, 2, 8), (2.5, 2, 8))
 
 
 def default_grid() -> list[Point]:
     """The settings that matter per learner (lr, epochs; ProGrad's lambda). Textual learners
-    are cheap on cached features; the visual ones re-encode images every step, so their grid
-    is two lrs at the one epoch the 20-minute budget allows. The joint learner's pixel lr is
-    lr x lr_scale (README "Learner options")."""
+    are cheap on cached features. The visual ones re-encode images every step, so a step
+    costs its batch's images whatever its size: their grid trades batch size (steps per
+    epoch at the same cost) against epochs. The "+GRAM" rows start from their theta* and
+    step with R_phi (models/gram/<variant>, from `dvc repro meta_train`). The joint
+    learner's pixel lr is lr x lr_scale (README "Learner options")."""
     grid = [Point("coop", {"lr": lr, "epochs": 10}) for lr in TEXT_LRS]
     grid += [Point("coop", {"lr": 0.2, "epochs": e}) for e in (5, 20)]
     grid += [Point("prograd", {"lr": lr, "epochs": 10}) for lr in TEXT_LRS[:3]]
     grid += [Point("prograd", {"lr": 0.2, "epochs": 10}, {"lambda": 0.5})]
     grid += [Point("cocoop", {"lr": lr, "epochs": 2}) for lr in (0.002, 0.2)]
-    grid += [Point("vpt", {"lr": lr, "epochs": 1}) for lr in (10.0, 40.0)]
+    for row in ("vpt", "vpt_gram"):
+        grid += [
+            Point(row, {"lr": lr, "epochs": epochs, "batch_size": batch})
+            for lr, epochs, batch in VISUAL_GRID
+        ]
     grid += [
-        Point("joint", {"lr": 0.2, "epochs": 1, "lr_scale": {"visual_prompt": s}}, JOINT, "joint")
-        for s in (50, 200)
+        Point("unigram", {"epochs": epochs, "batch_size": batch, "lr_scale": {"visual_prompt": s}})
+        for epochs, batch, s in ((1, 32, 50), (1, 8, 50), (2, 8, 50), (2, 8, 10))
     ]
     return grid
 
@@ -89,10 +96,15 @@ def held_out(full: DatasetSplits, drawn: DatasetSplits, which: str) -> list:
 
 
 def build(point: Point, params: dict, backbone, run: DatasetSplits, seed: int):
-    """The learner and its training config for ``point`` (row settings, then the grid's)."""
+    """The learner, its training config and its "+GRAM" hooks (theta*, R_phi) for
+    ``point`` (row settings, then the grid's)."""
+    hooks = {}
     if point.learner is None:
         method = read_method(params, point.row, seed)
         kind, options, config = method.learner, dict(method.options), method.train
+        if method.meta_dir is not None:
+            meta = load_meta_prompt(method.meta_dir)
+            hooks = {"init_state": meta.theta, "gradient_transform": meta.gradient_transform()}
     else:
         kind, options = point.learner, dict(point.options)
         config = read_method(params, "coop", seed).train  # finetune.train, no row overrides
@@ -107,7 +119,7 @@ def build(point: Point, params: dict, backbone, run: DatasetSplits, seed: int):
         prograd_template=run.prograd_template,
         seed=seed,
     )
-    return learner, config
+    return learner, config, hooks
 
 
 def score(learner, items, classnames, template, features) -> float:
@@ -120,7 +132,7 @@ def run_point(point, params, backbone, datasets, seed, shots) -> dict[str, tuple
     out = {}
     for name, full in datasets.items():
         run = few_shot_splits(full, shots, seed, "base")
-        learner, config = build(point, params, backbone, run, seed)
+        learner, config, hooks = build(point, params, backbone, run, seed)
         started = time.perf_counter()
         if learner.prompt_parameters():
             paths = [d.path for d in run.train]
@@ -132,7 +144,7 @@ def run_point(point, params, backbone, datasets, seed, shots) -> dict[str, tuple
                 data = cached_training_set(
                     backbone, paths, labels, augment.views, augment.seed, teacher, features
                 )
-            train(learner, data, config, desc=point.label())
+            train(learner, data, config, desc=point.label(), **hooks)
         seconds = time.perf_counter() - started
         items = held_out(full, run, "base")
         out[name] = (score(learner, items, run.classnames, run.template, features), seconds)
