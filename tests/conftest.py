@@ -1,4 +1,5 @@
-"""Shared fixtures: a small randomly initialised open_clip ViT (no download)."""
+"""Shared fixtures and params: a small randomly initialised open_clip ViT (no download), and the
+meta-training params the stage tests run with."""
 
 import os
 
@@ -13,6 +14,34 @@ TINY_OPEN_CLIP = {
     "device": "cpu",  # tests run on the CPU even where CUDA is available
     "open_clip": {"model": "gram-tiny-vit", "pretrained": None},
 }
+
+
+def meta_section(**train_overrides) -> dict:
+    """params.yaml ``meta:`` for the stage tests: a few first-order GRAM steps of a textual
+    (coop) and a joint (unigram, one step) variant; ``train_overrides`` go into meta.train."""
+    train = {
+        "mode": "gram",
+        "steps": 3,
+        "tasks_per_batch": 2,
+        "inner_steps": 1,
+        "alpha": 0.1,
+        "second_order": False,
+        "optimizer": "adam",
+        "lr_theta": 0.01,
+        "lr_phi": 0.01,
+        "seed": 0,
+        "checkpoint_every": 2,
+        "alignment_every": 1,
+        **train_overrides,
+    }
+    return {
+        "train": train,
+        "regulator": {"kind": "affine", "init": "identity", "eps": 0.01, "bias": "shared"},
+        "variants": {
+            "coop": {"learner": "coop", "options": {"n_ctx": 2, "init_words": None}},
+            "unigram": {"learner": "joint", "options": {"n_ctx": 1, "n_tokens": 1}, "steps": 1},
+        },
+    }
 
 
 @pytest.fixture(scope="session")
