@@ -1,5 +1,5 @@
-"""Shared fixtures and params: a small randomly initialised open_clip ViT (no download), and the
-meta-training params the stage tests run with."""
+"""Shared fixtures and params: a small randomly initialised open_clip ViT (no download), the
+meta-training params the stage tests run with, seeded noise images for the trainer tests."""
 
 import os
 
@@ -51,3 +51,20 @@ def tiny_clip():
 
     torch.manual_seed(0)
     return create_backbone(TINY_OPEN_CLIP)
+
+
+@pytest.fixture()
+def noise_images(tmp_path):
+    """Six 40x48 noise images and their labels (three classes, twice)."""
+    from tests.coop_fakes import write_noise_images
+
+    return write_noise_images(tmp_path, 6, seed=0, shape=(40, 48)), [0, 1, 2, 0, 1, 2]
+
+
+def cached_views(backbone, paths, labels, cache_dir, **options):
+    """``cached_training_set`` of ``paths`` with its frozen features cached in ``cache_dir``."""
+    from pipeline.training import cached_training_set
+
+    return cached_training_set(
+        backbone, paths, labels, features_options={"cache_dir": cache_dir}, **options
+    )
