@@ -157,6 +157,7 @@ def meta_train_variant(
     batches = make(tasks, cfg["tasks_per_batch"], cfg["seed"], features, images, device)
     held_out = task_set(val_tasks, features, images, device)
     trainer = _meta_trainer(cfg, learner, result, device)
+    shards = _task_shards(paths)
     started = time.perf_counter()
     with (
         precision_of_meta_steps(backbone, cfg["second_order"]),
@@ -167,7 +168,7 @@ def meta_train_variant(
             batches,
             cfg["steps"],
             checkpoint=paths.checkpoints / f"{cfg['variant']}.pt",
-            fingerprint=fingerprint(cfg, backbone.name, _task_shards(paths)),
+            fingerprint=fingerprint(cfg, backbone.name, shards),
             checkpoint_every=cfg["checkpoint_every"],
             alignment_every=cfg["alignment_every"],
             live=live,
