@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import harmonic_mean
+from .errors import UserError
 from .protocol import PARTS, Protocols, set_nested
 
 
@@ -184,6 +185,23 @@ def read_probe_results(folder: Path, seeds: Sequence[int]) -> dict[int, dict]:
         if path.exists():
             found[seed] = json.loads(path.read_text())["results"]
     return found
+
+
+def read_all_results(
+    runs: Path, probes: Path, methods: Sequence[str], seeds: Sequence[int], probe_row: str
+) -> dict:
+    """``results[row][seed]`` of every method and, as row ``probe_row``, the linear probe;
+    a method without results or a seed without a probe is an error naming its stage."""
+    results = read_run_results(runs, methods, seeds)
+    missing = [m for m in methods if m not in results]
+    if missing:
+        raise UserError(f"{runs}: no results for method(s) {missing}; run their finetune stages")
+    probe = read_probe_results(probes, seeds)
+    if sorted(probe) != sorted(seeds):
+        absent = sorted(set(seeds) - set(probe))
+        raise UserError(f"{probes}: no probe for seed(s) {absent}; run the linear_probe stage")
+    results[probe_row] = probe
+    return results
 
 
 def _merge(into: dict, tree: Mapping) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from .aggregation import nested_get
 from .protocol import Protocols
+from .report import PLOT_LABELS, PROBE, row_order
 
 #: rows drawn as references (dashed) in the few-shot curve
 REFERENCES = ("zeroshot", "linear_probe")
@@ -95,3 +96,38 @@ def finetune_curve_rows(
                 mean = float(np.mean([c[epoch] for c in per_seed]))
                 rows.append([run, label(method), "prompt", epoch + 1, round(mean, 4)])
     return rows
+
+
+def _plot_label(method: str) -> str:
+    return PLOT_LABELS.get(method, method)
+
+
+def write_plot_data(
+    folder: Path,
+    live: Path,
+    metrics: Mapping,
+    protocols: Protocols,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    controls: Sequence[str],
+) -> None:
+    """Every CSV of the evaluate stage's plots under ``folder`` (README "Plots"): Table 1's
+    bars and the few-shot curve with the linear probe, the fine-tuning curves (read from the
+    dvclive logs under ``live``) without it (a probe has no epochs)."""
+    rows = row_order([*methods, PROBE])
+    write_csv(
+        folder / "table1.csv",
+        ["method", "part", "accuracy", "std"],
+        table1_rows(metrics, rows, _plot_label),
+    )
+    write_csv(
+        folder / "few_shot.csv",
+        ["panel", "method", "kind", "shots", "accuracy", "std"],
+        few_shot_rows(metrics, rows, protocols, _plot_label, controls),
+    )
+    for metric in ("loss", "accuracy"):
+        write_csv(
+            folder / f"finetune_{metric}.csv",
+            ["panel", "method", "kind", "epoch", metric],
+            finetune_curve_rows(live, row_order(methods), seeds, metric, _plot_label),
+        )

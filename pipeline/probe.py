@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from .data import DatasetSplits
-from .protocol import Protocols, RunSpec, set_nested
+from .protocol import PARTS, Protocols, RunSpec, set_nested
 
 #: maximum L-BFGS iterations (scikit-learn's default 100 stops short on 512-d features)
 MAX_ITER = 1000
@@ -121,3 +121,27 @@ def probe_part(
             accuracy["/".join(evaluation.key)] = value
         runs[run.name] = {"c": probe.c, "val": round(probe.val_percent, 2), "accuracy": accuracy}
     return results, runs
+
+
+def probed_datasets(protocols: Protocols) -> set[str]:
+    """The datasets some run of the protocols fits a probe on (their train split is read)."""
+    return {run.dataset for part in PARTS for run in protocols.runs(part) if probe_evaluations(run)}
+
+
+def probe_seed(
+    protocols: Protocols,
+    seed: int,
+    train_split: Callable[[RunSpec], DatasetSplits],
+    test_split: Callable[[RunSpec, object], DatasetSplits],
+    features_of: FeaturesOf,
+    c_grid: Sequence[float],
+) -> dict:
+    """The linear_probe stage's record of one seed: ``probe_part`` of every part, the nested
+    records under ``results`` (a finetune run's layout) and each run's C under ``runs``."""
+    payload = {"method": "linear_probe", "seed": seed, "results": {}, "runs": {}}
+    for part in PARTS:
+        results, runs = probe_part(protocols, part, train_split, test_split, features_of, c_grid)
+        for key, value in results.items():
+            payload["results"].setdefault(key, {}).update(value)
+        payload["runs"].update(runs)
+    return payload

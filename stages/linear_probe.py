@@ -20,27 +20,17 @@ import argparse
 from pathlib import Path
 
 from pipeline import backbones
-from pipeline.config import read_protocols, read_seed
+from pipeline.config import read_c_grid, read_protocols, read_seed
 from pipeline.config.downstream import read_allow_fewer, read_evaluate, read_features
 from pipeline.downstream import Datasets
 from pipeline.errors import run_stage
 from pipeline.features import image_features
 from pipeline.io import write_json
-from pipeline.params import ParamError, data_root, dataset_spec, get, load_params
-from pipeline.probe import probe_evaluations, probe_part
-from pipeline.protocol import PARTS, evaluation_split, run_training_split
+from pipeline.params import data_root, dataset_spec, load_params
+from pipeline.probe import probe_seed, probed_datasets
+from pipeline.protocol import evaluation_split, run_training_split
 
 RESULTS = Path("results/downstream/probe")
-
-
-def read_c_grid(params) -> list[float]:
-    grid = get(params, "evaluate.linear_probe.c_grid")
-    if not isinstance(grid, list) or not grid:
-        raise ParamError("params.yaml: evaluate.linear_probe.c_grid must be a non-empty list")
-    for i, c in enumerate(grid):
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or c <= 0:
-            raise ParamError(f"params.yaml: evaluate.linear_probe.c_grid[{i}] = {c!r} is not > 0")
-    return [float(c) for c in grid]
 
 
 def main() -> None:
@@ -55,9 +45,7 @@ def main() -> None:
     evaluate_config = read_evaluate(params)
     features = read_features(params)
     allow_fewer = read_allow_fewer(params)
-    trained_on = {
-        run.dataset for part in PARTS for run in protocols.runs(part) if probe_evaluations(run)
-    }
+    trained_on = probed_datasets(protocols)
     datasets = Datasets(
         {name: dataset_spec(params, name) for name in sorted(trained_on)},
         data_root(params),
@@ -69,21 +57,14 @@ def main() -> None:
         paths = [item.path for item in items]
         return image_features(backbone, paths, desc="probe features", **features).numpy()
 
-    payload = {"method": "linear_probe", "seed": seed, "results": {}, "runs": {}}
-    for part in PARTS:
-        results, runs = probe_part(
-            protocols,
-            part,
-            lambda run: run_training_split(datasets[run.dataset], run, seed, allow_fewer),
-            lambda run, e: evaluation_split(
-                datasets[e.dataset], e, evaluate_config.max_test_per_class
-            ),
-            features_of,
-            c_grid,
-        )
-        for key, value in results.items():
-            payload["results"].setdefault(key, {}).update(value)
-        payload["runs"].update(runs)
+    payload = probe_seed(
+        protocols,
+        seed,
+        lambda run: run_training_split(datasets[run.dataset], run, seed, allow_fewer),
+        lambda run, e: evaluation_split(datasets[e.dataset], e, evaluate_config.max_test_per_class),
+        features_of,
+        c_grid,
+    )
     write_json(RESULTS / f"seed{seed}.json", payload)
     print(payload["runs"])
 

@@ -26,38 +26,24 @@ import torch
 
 from pipeline.backbones import load_backbone
 from pipeline.config import read_meta
-from pipeline.errors import UserError, run_stage
+from pipeline.errors import run_stage
 from pipeline.io import write_json
-from pipeline.meta.artifacts import save_meta_prompt
 from pipeline.meta.supervised import labelled_source
 from pipeline.meta.tasks import read_task_shards
 from pipeline.meta.variant import (
     VariantPaths,
+    held_out_tasks,
     meta_train_variant,
-    summary,
-    validation_summary,
+    save_variant,
+    variant_card,
+    variant_metrics,
 )
 from pipeline.params import load_params
-
-CURVES = ("query_loss", "train_loss", "grad_cosine", "grad_cosine_raw")
 
 
 def settings(params: dict, variant: str) -> dict[str, Any]:
     """The validated configuration of one variant (see ``pipeline.config.read_meta``)."""
     return read_meta(params, variant)
-
-
-def held_out_tasks(cfg: dict[str, Any], directory: Path) -> list:
-    """The meta-validation tasks (none when ``val_every`` is off); asking for validation
-    without held-out tasks is an error naming both keys."""
-    if not cfg["val_every"] or cfg["mode"] == "none" or cfg["steps"] == 0:
-        return []
-    if not sorted(directory.glob("tasks-*.tar")):
-        raise UserError(
-            f"meta.train.val_every: {cfg['val_every']} (variant {cfg['variant']}): {directory} "
-            "has no held-out tasks; set tasks.val_topics and tasks.val_tasks (or val_every: 0)"
-        )
-    return read_task_shards(directory)
 
 
 def main(variant: str) -> None:
@@ -71,36 +57,9 @@ def main(variant: str) -> None:
     result = meta_train_variant(
         cfg, backbone, tasks, labelled=labelled, params=params, val_tasks=val_tasks
     )
-
-    order = "second-order (Eq. 10)" if cfg["second_order"] else "first-order approximation"
-    info = {
-        "variant": variant,
-        "mode": cfg["mode"],
-        "order": order,
-        "backbone": backbone.name,
-        "regulator": result.regulator_config,
-    }
-    save_meta_prompt(
-        Path("models/gram") / variant,
-        result.theta,
-        result.regulators.cpu(),
-        result.regulator_config,
-        cfg["learner"],
-        cfg["options"],
-        info,
-    )
-    metrics = {
-        **info,
-        "steps": len(result.history),
-        "tasks_per_batch": cfg["tasks_per_batch"],
-        "val_every": cfg["val_every"] or 0,
-        "theta_shapes": {name: list(t.shape) for name, t in result.theta.items()},
-        "phi_parameters": sum(p.numel() for p in result.regulators.parameters()),
-    }
-    for name in CURVES:
-        metrics.update(summary(result.history, name))
-    used = len(val_tasks[: cfg["val_max_tasks"]])
-    metrics.update(validation_summary(result.validation, used))
+    card = variant_card(cfg, backbone.name, result)
+    save_variant(Path("models/gram") / variant, cfg, result, card)
+    metrics = variant_metrics(cfg, result, card, val_tasks)
     write_json(Path("metrics/meta_train") / f"{variant}.json", metrics)
     # timings are not compared between experiments: a plain output, not a DVC metric
     write_json(

@@ -23,7 +23,13 @@ import numpy as np
 import pandas as pd
 
 from pipeline.chc.config import topic_model_from_params
-from pipeline.chc.report import map_2d, plot_topic_map, plot_topic_sizes, topics_markdown
+from pipeline.chc.report import (
+    assignments_table,
+    plot_fitted_map,
+    plot_topic_sizes,
+    topics_markdown,
+    topics_summary,
+)
 from pipeline.errors import UserError, run_stage
 from pipeline.io import write_json
 from pipeline.params import check_range, get, load_params
@@ -58,31 +64,12 @@ def main() -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     result.topics.to_parquet(TOPICS, index=False)
     Path(TOPICS_MD).write_text(topics_markdown(result.topics, len(kept), result.noise_fraction))
-    topic_of = result.labels
-    assigned = topic_of >= 0
-    pd.DataFrame(
-        {
-            "key": kept["key"].to_numpy()[assigned],
-            "topic_id": topic_of[assigned],
-            "topic_word": result.words_of(topic_of[assigned]).astype(str),
-        }
-    ).to_parquet(ASSIGNMENTS, index=False)
-    write_json(
-        METRICS,
-        {
-            "num_pairs": len(kept),
-            "num_topics": result.num_topics,
-            "noise_fraction": round(result.noise_fraction, 6),
-            "topic_words": result.topic_words,
-        },
-    )
+    assignments_table(kept["key"].to_numpy(), result).to_parquet(ASSIGNMENTS, index=False)
+    write_json(METRICS, topics_summary(result, len(kept)))
 
     result.topics[["topic_word", "size"]].to_csv(SIZES_CSV, index=False)
     plot_topic_sizes(result.topics, SIZES_PNG)
-    seed = get(params, "topics.umap.random_state")
-    shown = np.sort(np.random.default_rng(seed).permutation(len(result.fit_index))[:map_points])
-    xy = map_2d(result.reduced[shown], random_state=seed)
-    plot_topic_map(xy, topic_of[result.fit_index[shown]], result.topic_words, MAP_PNG)
+    plot_fitted_map(result, map_points, get(params, "topics.umap.random_state"), MAP_PNG)
     print(
         f"topics: {result.num_topics} topics over {len(kept)} captions, "
         f"{result.noise_fraction:.1%} noise; largest: {', '.join(result.topic_words[:10])}"

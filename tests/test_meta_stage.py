@@ -10,35 +10,12 @@ import torch
 import yaml
 from PIL import Image
 
-from tests.conftest import TINY_OPEN_CLIP
+from tests.conftest import TINY_OPEN_CLIP, meta_section
 
 WORDS = ["cat", "dog", "car", "tree", "house", "boat"]
 
 
 def params(**meta_overrides):
-    train = {
-        "mode": "gram",
-        "steps": 3,
-        "tasks_per_batch": 2,
-        "inner_steps": 1,
-        "alpha": 0.1,
-        "second_order": False,
-        "optimizer": "adam",
-        "lr_theta": 0.01,
-        "lr_phi": 0.01,
-        "seed": 0,
-        "checkpoint_every": 2,
-        "alignment_every": 1,
-    }
-    train.update(meta_overrides)
-    meta = {
-        "train": train,
-        "regulator": {"kind": "affine", "init": "identity", "eps": 0.01, "bias": "shared"},
-        "variants": {
-            "coop": {"learner": "coop", "options": {"n_ctx": 2, "init_words": None}},
-            "unigram": {"learner": "joint", "options": {"n_ctx": 1, "n_tokens": 1}, "steps": 1},
-        },
-    }
     return {
         "backbone": TINY_OPEN_CLIP,
         "tasks": {
@@ -50,7 +27,7 @@ def params(**meta_overrides):
             "support_sampling": "one_domain",
             "tasks_per_shard": 5,
         },
-        "meta": meta,
+        "meta": meta_section(**meta_overrides),
     }
 
 

@@ -21,7 +21,7 @@ from pipeline.meta.supervised import (
 )
 from pipeline.meta.tasks import TaskSpec, read_domains, sample_tasks, write_task_shards
 from pipeline.params import ParamError
-from tests.conftest import TINY_OPEN_CLIP
+from tests.conftest import TINY_OPEN_CLIP, meta_section
 from tests.coop_fakes import make_json_dataset
 
 CLASSES = ["cat", "dog", "car", "tree", "house"]
@@ -161,32 +161,10 @@ def test_dataset_features_are_the_cached_image_features_by_key(labelled_root, ti
 
 
 def meta_params(root: Path, tasks: dict) -> dict:
-    train = {
-        "mode": "gram",
-        "steps": 2,
-        "tasks_per_batch": 2,
-        "inner_steps": 1,
-        "alpha": 0.1,
-        "second_order": False,
-        "optimizer": "adam",
-        "lr_theta": 0.01,
-        "lr_phi": 0.01,
-        "seed": 0,
-        "checkpoint_every": 2,
-        "alignment_every": 1,
-    }
-    meta = {
-        "train": train,
-        "regulator": {"kind": "affine", "init": "identity", "eps": 0.01, "bias": "shared"},
-        "variants": {
-            "coop": {"learner": "coop", "options": {"n_ctx": 2, "init_words": None}},
-            "unigram": {"learner": "joint", "options": {"n_ctx": 1, "n_tokens": 1}, "steps": 1},
-        },
-    }
     return {
         **params_for(root, **tasks),
         "backbone": TINY_OPEN_CLIP,
-        "meta": meta,
+        "meta": meta_section(steps=2),
         "features": {"batch_size": 8, "num_workers": 0, "cache_dir": ".cache/features"},
     }
 

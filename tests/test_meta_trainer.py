@@ -17,15 +17,44 @@ def softmax_loss(params, batch):
     return torch.nn.functional.cross_entropy(x @ params["p"].t(), y)
 
 
+def random_tasks(seed, count):
+    """``count`` tasks of 4 support and 6 query points, drawn from their own generator."""
+    g = torch.Generator().manual_seed(seed)
+    return [
+        Task(
+            (torch.randn(4, D, generator=g), torch.randint(0, M, (4,), generator=g)),
+            (torch.randn(6, D, generator=g), torch.randint(0, M, (6,), generator=g)),
+        )
+        for _ in range(count)
+    ]
+
+
 def batches(step):
     """Deterministic in the step alone, as run() requires."""
-    g = torch.Generator().manual_seed(1000 + step)
-    tasks = []
-    for _ in range(2):
-        support = (torch.randn(4, D, generator=g), torch.randint(0, M, (4,), generator=g))
-        query = (torch.randn(6, D, generator=g), torch.randint(0, M, (6,), generator=g))
-        tasks.append(Task(support, query))
-    return tasks
+    return random_tasks(1000 + step, 2)
+
+
+def held_out():
+    """Fixed meta-validation tasks (their own generator: never the training batches')."""
+    return random_tasks(77, 3)
+
+
+def run_logged(trainer, live_dir, checkpoint, steps=6, **options):
+    """``run`` with checkpoints every 2 steps and its curves in a dvclive folder."""
+    from dvclive import Live
+
+    with Live(str(live_dir), save_dvc_exp=False, dvcyaml=None) as live:
+        run(
+            trainer,
+            batches,
+            steps,
+            checkpoint,
+            "cfg",
+            checkpoint_every=2,
+            live=live,
+            progress=False,
+            **options,
+        )
 
 
 def make_trainer(optimizer="adam", mode="gram", second_order=False):
@@ -70,47 +99,14 @@ def test_pretrain_mode_leaves_phi_alone_and_fits_theta():
 
 @pytest.mark.parametrize("second_order", [False, True])
 def test_resume_gives_identical_parameters_and_curves(tmp_path, second_order):
-    from dvclive import Live
-
     straight = make_trainer(second_order=second_order)
-    with Live(str(tmp_path / "live_a"), save_dvc_exp=False, dvcyaml=None) as live:
-        run(
-            straight,
-            batches,
-            6,
-            tmp_path / "a.pt",
-            "cfg",
-            checkpoint_every=2,
-            live=live,
-            progress=False,
-        )
+    run_logged(straight, tmp_path / "live_a", tmp_path / "a.pt")
 
     first = make_trainer(second_order=second_order)
-    with Live(str(tmp_path / "live_b"), save_dvc_exp=False, dvcyaml=None) as live:
-        run(
-            first,
-            batches,
-            6,
-            tmp_path / "b.pt",
-            "cfg",
-            checkpoint_every=2,
-            live=live,
-            stop_after=3,
-            progress=False,
-        )
+    run_logged(first, tmp_path / "live_b", tmp_path / "b.pt", stop_after=3)
     assert first.step == 3
     resumed = make_trainer(second_order=second_order)  # a fresh process, same config
-    with Live(str(tmp_path / "live_b"), save_dvc_exp=False, dvcyaml=None) as live:
-        run(
-            resumed,
-            batches,
-            6,
-            tmp_path / "b.pt",
-            "cfg",
-            checkpoint_every=2,
-            live=live,
-            progress=False,
-        )
+    run_logged(resumed, tmp_path / "live_b", tmp_path / "b.pt")
     assert resumed.step == 6
     assert torch.equal(resumed.theta["p"], straight.theta["p"])
     for name, value in straight.phi().items():
@@ -131,18 +127,6 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
     other = make_trainer()
     run(other, batches, 1, tmp_path / "c.pt", "config-2", progress=False)
     assert other.step == 1
-
-
-def held_out():
-    """Fixed meta-validation tasks (their own generator: never the training batches')."""
-    g = torch.Generator().manual_seed(77)
-    return [
-        Task(
-            (torch.randn(4, D, generator=g), torch.randint(0, M, (4,), generator=g)),
-            (torch.randn(6, D, generator=g), torch.randint(0, M, (6,), generator=g)),
-        )
-        for _ in range(3)
-    ]
 
 
 def test_validation_is_the_query_loss_after_the_regulated_step_and_changes_nothing():
@@ -186,38 +170,18 @@ def test_validating_leaves_training_unchanged_and_is_deterministic(tmp_path):
 
 
 def test_resume_keeps_the_validation_curve(tmp_path):
-    from dvclive import Live
-
     straight = make_trainer()
-    with Live(str(tmp_path / "a"), save_dvc_exp=False, dvcyaml=None) as live:
-        run(
-            straight,
-            batches,
-            6,
-            tmp_path / "a.pt",
-            "cfg",
-            checkpoint_every=2,
-            live=live,
-            progress=False,
-            val_tasks=held_out,
-            val_every=2,
-        )
+    run_logged(straight, tmp_path / "a", tmp_path / "a.pt", val_tasks=held_out, val_every=2)
     for stop in (3, None):  # interrupted, then resumed by a fresh process
         resumed = make_trainer()
-        with Live(str(tmp_path / "b"), save_dvc_exp=False, dvcyaml=None) as live:
-            run(
-                resumed,
-                batches,
-                6,
-                tmp_path / "b.pt",
-                "cfg",
-                checkpoint_every=2,
-                live=live,
-                progress=False,
-                val_tasks=held_out,
-                val_every=2,
-                stop_after=stop,
-            )
+        run_logged(
+            resumed,
+            tmp_path / "b",
+            tmp_path / "b.pt",
+            val_tasks=held_out,
+            val_every=2,
+            stop_after=stop,
+        )
     assert resumed.validation == straight.validation
     assert sorted(resumed.validation) == [0, 2, 4, 6]
     strip = lambda text: [line.split("\t")[1:] for line in text.splitlines()]  # noqa: E731

@@ -106,8 +106,8 @@ def test_the_probe_is_reported_only_on_its_training_classes_and_is_deterministic
     [([], "non-empty list"), ([1, 0], r"c_grid\[1\] = 0 is not > 0"), (["x"], r"c_grid\[0\]")],
 )
 def test_a_bad_c_grid_is_named_in_the_error(grid, message):
+    from pipeline.config import read_c_grid
     from pipeline.params import ParamError
-    from stages.linear_probe import read_c_grid
 
     with pytest.raises(ParamError, match=message):
         read_c_grid({"evaluate": {"linear_probe": {"c_grid": grid}}})
@@ -115,10 +115,10 @@ def test_a_bad_c_grid_is_named_in_the_error(grid, message):
 
 
 def test_negative_controls_must_be_dataset_names():
+    from pipeline.config import read_negative_controls
     from pipeline.params import ParamError
-    from stages.evaluate import read_controls
 
-    assert read_controls({"evaluate": {"negative_controls": ["digits"]}}) == ["digits"]
-    assert read_controls({"evaluate": {}}) == []
+    assert read_negative_controls({"evaluate": {"negative_controls": ["digits"]}}) == ["digits"]
+    assert read_negative_controls({"evaluate": {}}) == []
     with pytest.raises(ParamError, match="evaluate.negative_controls"):
-        read_controls({"evaluate": {"negative_controls": "digits"}})
+        read_negative_controls({"evaluate": {"negative_controls": "digits"}})

@@ -13,21 +13,15 @@ from pipeline.params import ParamError
 from pipeline.training import (
     CachedTrainingSet,
     TrainConfig,
-    cached_training_set,
     epoch_batches,
     epoch_lr,
     load_init_state,
     train,
 )
 from pipeline.training_images import image_training_set
-from tests.coop_fakes import write_noise_images
+from tests.conftest import cached_views
 
 NAMES = ["cat", "dog", "bird"]
-
-
-@pytest.fixture()
-def images(tmp_path):
-    return write_noise_images(tmp_path, 6, seed=0, shape=(40, 48)), [0, 1, 2, 0, 1, 2]
 
 
 def test_schedule_is_dassls_constant_warmup_then_cosine():
@@ -58,17 +52,10 @@ def test_epoch_batches_are_seeded_and_drop_the_last_partial_batch():
 
 
 def test_step_on_cached_features_equals_step_that_re_encodes_the_images(
-    tiny_clip, images, tmp_path
+    tiny_clip, noise_images, tmp_path
 ):
-    paths, labels = images
-    cached = cached_training_set(
-        tiny_clip,
-        paths,
-        labels,
-        views=2,
-        aug_seed=7,
-        features_options={"cache_dir": tmp_path / "cache"},
-    )
+    paths, labels = noise_images
+    cached = cached_views(tiny_clip, paths, labels, tmp_path / "cache", views=2, aug_seed=7)
     reference = image_training_set(tiny_clip, paths, labels, views=2, aug_seed=7)
     assert cached.features.shape == (2, 6, tiny_clip.embed_dim)
     config = TrainConfig(epochs=2, batch_size=3, lr=0.5, warmup_epochs=0, seed=1)
@@ -83,20 +70,22 @@ def test_step_on_cached_features_equals_step_that_re_encodes_the_images(
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
 
 
-def test_cached_teacher_logits_are_the_teachers_logits_of_each_view(tiny_clip, images, tmp_path):
-    paths, labels = images
+def test_cached_teacher_logits_are_the_teachers_logits_of_each_view(
+    tiny_clip, noise_images, tmp_path
+):
+    paths, labels = noise_images
     prograd = ProGrad(tiny_clip, NAMES, n_ctx=8, init_words="a photo of a")
     teacher = prograd.teacher("a type of pet, a photo of a {}.", NAMES)
     zero_shot = ZeroShot(tiny_clip, NAMES, "a type of pet, a photo of a {}.").class_features()
     torch.testing.assert_close(teacher, zero_shot)  # ProGrad's teacher is zero-shot CLIP
-    cached = cached_training_set(
+    cached = cached_views(
         tiny_clip,
         paths,
         labels,
+        tmp_path / "cache",
         views=2,
         aug_seed=7,
         teacher_classifier=teacher,
-        features_options={"cache_dir": tmp_path / "cache"},
     )
     images_of = image_training_set(tiny_clip, paths, labels, views=2, aug_seed=7)
     indices, views = np.array([0, 3, 5, 1]), np.array([1, 0, 1, 0])

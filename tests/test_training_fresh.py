@@ -8,25 +8,20 @@ from pipeline.backbones import cosine_logits
 from pipeline.config import read_augment
 from pipeline.learners import VPT, CoOp, ProGrad
 from pipeline.params import ParamError
-from pipeline.training import TrainConfig, cached_training_set, epoch_batches, train
+from pipeline.training import TrainConfig, epoch_batches, train
 from pipeline.training_images import FreshCrops, epoch_loader, fresh_training_set
-from tests.coop_fakes import write_noise_images
+from tests.conftest import cached_views
 
 NAMES = ["cat", "dog", "bird"]
 CONFIG = TrainConfig(epochs=3, batch_size=3, lr=0.5, warmup_epochs=0, seed=1)
-
-
-@pytest.fixture()
-def images(tmp_path):
-    return write_noise_images(tmp_path, 6, seed=0, shape=(40, 48)), [0, 1, 2, 0, 1, 2]
 
 
 def coop(backbone):
     return CoOp(backbone, NAMES, init_words=None, n_ctx=4, seed=3)
 
 
-def test_fresh_crops_are_a_pure_function_of_seed_epoch_and_sample(tiny_clip, images):
-    paths, _ = images
+def test_fresh_crops_are_a_pure_function_of_seed_epoch_and_sample(tiny_clip, noise_images):
+    paths, _ = noise_images
     transform = tiny_clip.image_transform(train=True)
     crops = FreshCrops(paths, transform, seed=5, epoch=2)
     assert torch.equal(crops[3], FreshCrops(paths, transform, seed=5, epoch=2)[3])
@@ -44,17 +39,12 @@ def test_fresh_crops_are_a_pure_function_of_seed_epoch_and_sample(tiny_clip, ima
     assert torch.equal(in_process[0][0], crops[3]) and torch.equal(in_process[1][0], crops[5])
 
 
-def test_fresh_mode_trains_differs_from_cached_and_repeats_exactly(tiny_clip, images, tmp_path):
-    paths, labels = images
+def test_fresh_mode_trains_differs_from_cached_and_repeats_exactly(
+    tiny_clip, noise_images, tmp_path
+):
+    paths, labels = noise_images
     fresh = fresh_training_set(tiny_clip, paths, labels, needs_images=False, aug_seed=7)
-    cached = cached_training_set(
-        tiny_clip,
-        paths,
-        labels,
-        views=2,
-        aug_seed=7,
-        features_options={"cache_dir": tmp_path / "cache"},
-    )
+    cached = cached_views(tiny_clip, paths, labels, tmp_path / "cache", views=2, aug_seed=7)
     first, second, on_cache = coop(tiny_clip), coop(tiny_clip), coop(tiny_clip)
     start = first.text_ctx.detach().clone()
     history = train(first, fresh, CONFIG).history
@@ -66,8 +56,8 @@ def test_fresh_mode_trains_differs_from_cached_and_repeats_exactly(tiny_clip, im
     assert fresh.fingerprint() != cached.fingerprint()
 
 
-def test_fresh_batches_hold_the_frozen_features_of_each_steps_crops(tiny_clip, images):
-    paths, labels = images
+def test_fresh_batches_hold_the_frozen_features_of_each_steps_crops(tiny_clip, noise_images):
+    paths, labels = noise_images
     prograd = ProGrad(tiny_clip, NAMES, init_words=None, n_ctx=4)
     classifier = prograd.teacher("a photo of a {}.", NAMES)
     fresh = fresh_training_set(tiny_clip, paths, labels, False, 7, classifier)
@@ -89,8 +79,8 @@ def test_fresh_batches_hold_the_frozen_features_of_each_steps_crops(tiny_clip, i
     train(prograd, fresh, TrainConfig(epochs=1, batch_size=3, lr=0.5, warmup_epochs=0))
 
 
-def test_a_visual_prompt_gets_the_fresh_images(tiny_clip, images):
-    paths, labels = images
+def test_a_visual_prompt_gets_the_fresh_images(tiny_clip, noise_images):
+    paths, labels = noise_images
     fresh = fresh_training_set(tiny_clip, paths, labels, needs_images=True, aug_seed=7)
     batches = epoch_batches(len(fresh), 1, 3, seed=1, epoch=0)
     batch = next(fresh.epoch_batches(batches, epoch=0))
@@ -103,8 +93,8 @@ def test_a_visual_prompt_gets_the_fresh_images(tiny_clip, images):
     assert any(not torch.equal(start[k], v) for k, v in vpt.prompt_parameters().items())
 
 
-def test_fresh_training_resumes_to_the_identical_result(tiny_clip, images, tmp_path):
-    paths, labels = images
+def test_fresh_training_resumes_to_the_identical_result(tiny_clip, noise_images, tmp_path):
+    paths, labels = noise_images
     fresh = fresh_training_set(tiny_clip, paths, labels, needs_images=False, aug_seed=7)
     full = coop(tiny_clip)
     full_history = train(full, fresh, CONFIG, checkpoint=tmp_path / "full.pt").history
@@ -114,14 +104,7 @@ def test_fresh_training_resumes_to_the_identical_result(tiny_clip, images, tmp_p
     assert result.resumed_from == 2 and result.history == full_history
     assert torch.equal(resumed.text_ctx, full.text_ctx)
     # a cached run's checkpoint is not a fresh run's
-    cached = cached_training_set(
-        tiny_clip,
-        paths,
-        labels,
-        views=2,
-        aug_seed=7,
-        features_options={"cache_dir": tmp_path / "cache"},
-    )
+    cached = cached_views(tiny_clip, paths, labels, tmp_path / "cache", views=2, aug_seed=7)
     assert train(coop(tiny_clip), cached, CONFIG, checkpoint=tmp_path / "run.pt").resumed_from == 0
 
 
@@ -132,7 +115,7 @@ def test_augment_mode_is_cached_or_fresh():
         read_augment({"finetune": {"augment": {"mode": "random"}}})
 
 
-def test_the_downstream_training_set_follows_augment_mode(tiny_clip, images, tmp_path):
+def test_the_downstream_training_set_follows_augment_mode(tiny_clip, noise_images, tmp_path):
     from types import SimpleNamespace
 
     from pipeline.config import AugmentConfig
@@ -140,7 +123,7 @@ def test_the_downstream_training_set_follows_augment_mode(tiny_clip, images, tmp
     from pipeline.training import CachedTrainingSet
     from pipeline.training_images import FreshTrainingSet, ImageTrainingSet
 
-    paths, labels = images
+    paths, labels = noise_images
     dataset = SimpleNamespace(
         train=[SimpleNamespace(path=p, label=y) for p, y in zip(paths, labels, strict=True)],
         classnames=NAMES,

@@ -34,43 +34,8 @@ def _optional_folder(params: dict[str, Any], key: str) -> str | None:
 def topic_model_from_params(params: dict[str, Any], embedder=None) -> TopicModel:
     """A ``TopicModel`` built from ``params["topics"]`` (see params.yaml for the meaning)."""
     backend = check_choice("topics.backend", get(params, "topics.backend"), BACKENDS)
-    metric = get(params, "topics.umap.metric")
-    if not isinstance(metric, str):
-        raise ParamError(f"params.yaml: topics.umap.metric = {metric!r} must be a metric name")
-    reducer = make_reducer(
-        backend,
-        n_components=check_range(
-            "topics.umap.n_components", get(params, "topics.umap.n_components"), 1, integer=True
-        ),
-        n_neighbors=check_range(
-            "topics.umap.n_neighbors", get(params, "topics.umap.n_neighbors"), 2, integer=True
-        ),
-        min_dist=check_range("topics.umap.min_dist", get(params, "topics.umap.min_dist"), 0.0, 1.0),
-        metric=metric,
-        random_state=check_range(
-            "topics.umap.random_state", get(params, "topics.umap.random_state"), 0, integer=True
-        ),
-        n_epochs=_optional_int(params, "topics.umap.n_epochs", 1),
-        init=check_choice(
-            "topics.umap.init", get(params, "topics.umap.init"), ("spectral", "random", "pca")
-        ),
-        knn_cache=_optional_folder(params, "topics.knn_cache"),
-    )
-    clusterer = make_clusterer(
-        backend,
-        min_cluster_size=check_range(
-            "topics.hdbscan.min_cluster_size",
-            get(params, "topics.hdbscan.min_cluster_size"),
-            2,
-            integer=True,
-        ),
-        min_samples=_optional_int(params, "topics.hdbscan.min_samples", 1),
-        cluster_selection_method=check_choice(
-            "topics.hdbscan.cluster_selection_method",
-            get(params, "topics.hdbscan.cluster_selection_method"),
-            ("eom", "leaf"),
-        ),
-    )
+    reducer = _reducer_from_params(params, backend)
+    clusterer = _clusterer_from_params(params, backend)
     stop_words = check_choice(
         "topics.stop_words", get(params, "topics.stop_words"), ("english", None)
     )
@@ -92,6 +57,51 @@ def topic_model_from_params(params: dict[str, Any], embedder=None) -> TopicModel
         ),
         n_examples=check_range(
             "topics.n_examples", get(params, "topics.n_examples"), 0, integer=True
+        ),
+    )
+
+
+def _reducer_from_params(params: dict[str, Any], backend: str):
+    """UMAP of ``topics.umap`` (and ``topics.knn_cache``) on ``backend``."""
+    metric = get(params, "topics.umap.metric")
+    if not isinstance(metric, str):
+        raise ParamError(f"params.yaml: topics.umap.metric = {metric!r} must be a metric name")
+    return make_reducer(
+        backend,
+        n_components=check_range(
+            "topics.umap.n_components", get(params, "topics.umap.n_components"), 1, integer=True
+        ),
+        n_neighbors=check_range(
+            "topics.umap.n_neighbors", get(params, "topics.umap.n_neighbors"), 2, integer=True
+        ),
+        min_dist=check_range("topics.umap.min_dist", get(params, "topics.umap.min_dist"), 0.0, 1.0),
+        metric=metric,
+        random_state=check_range(
+            "topics.umap.random_state", get(params, "topics.umap.random_state"), 0, integer=True
+        ),
+        n_epochs=_optional_int(params, "topics.umap.n_epochs", 1),
+        init=check_choice(
+            "topics.umap.init", get(params, "topics.umap.init"), ("spectral", "random", "pca")
+        ),
+        knn_cache=_optional_folder(params, "topics.knn_cache"),
+    )
+
+
+def _clusterer_from_params(params: dict[str, Any], backend: str):
+    """HDBSCAN of ``topics.hdbscan`` on ``backend``."""
+    return make_clusterer(
+        backend,
+        min_cluster_size=check_range(
+            "topics.hdbscan.min_cluster_size",
+            get(params, "topics.hdbscan.min_cluster_size"),
+            2,
+            integer=True,
+        ),
+        min_samples=_optional_int(params, "topics.hdbscan.min_samples", 1),
+        cluster_selection_method=check_choice(
+            "topics.hdbscan.cluster_selection_method",
+            get(params, "topics.hdbscan.cluster_selection_method"),
+            ("eom", "leaf"),
         ),
     )
 

@@ -1,11 +1,16 @@
-"""Views of the topics a person can read: a markdown table, a 2-D topic map, topic sizes."""
+"""Views of the topics a person can read: a markdown table, a 2-D topic map, topic sizes;
+and the tables and numbers the ``topics`` stage writes from a fit."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from .topics import TopicResult
 
 
 def _matplotlib():
@@ -39,6 +44,39 @@ def topics_markdown(topics: pd.DataFrame, num_pairs: int, noise_fraction: float)
 def _cell(text: str, limit: int = 80) -> str:
     text = " ".join(str(text).split()).replace("|", "\\|")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def assignments_table(keys: np.ndarray, result: TopicResult) -> pd.DataFrame:
+    """key, topic_id, topic_word of every caption in a topic (noise rows dropped)."""
+    assigned = result.labels >= 0
+    return pd.DataFrame(
+        {
+            "key": keys[assigned],
+            "topic_id": result.labels[assigned],
+            "topic_word": result.words_of(result.labels[assigned]).astype(str),
+        }
+    )
+
+
+def topics_summary(result: TopicResult, num_pairs: int) -> dict:
+    """The ``topics`` stage's metrics: how many topics, how much noise, their words."""
+    return {
+        "num_pairs": num_pairs,
+        "num_topics": result.num_topics,
+        "noise_fraction": round(result.noise_fraction, 6),
+        "topic_words": result.topic_words,
+    }
+
+
+def plot_fitted_map(
+    result: TopicResult, max_points: int, random_state: int, path: str | Path
+) -> None:
+    """The topic map of at most ``max_points`` of the fitted captions (a seeded sample, kept
+    in fit order), laid out in 2-D from their UMAP coordinates."""
+    rng = np.random.default_rng(random_state)
+    shown = np.sort(rng.permutation(len(result.fit_index))[:max_points])
+    xy = map_2d(result.reduced[shown], random_state=random_state)
+    plot_topic_map(xy, result.labels[result.fit_index[shown]], result.topic_words, path)
 
 
 def map_2d(reduced: np.ndarray, random_state: int = 0, n_neighbors: int = 15) -> np.ndarray:

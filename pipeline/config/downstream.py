@@ -161,6 +161,28 @@ def read_evaluate(params: Mapping) -> EvaluateConfig:
     return read(EvaluateConfig, {k: section[k] for k in keys if k in section}, "evaluate")
 
 
+def read_negative_controls(params: Mapping) -> list[str]:
+    """``evaluate.negative_controls``: dataset names (missing: none)."""
+    controls = (params.get("evaluate") or {}).get("negative_controls") or []
+    if not isinstance(controls, list) or not all(isinstance(c, str) for c in controls):
+        raise ParamError(
+            f"params.yaml: evaluate.negative_controls must be a list of dataset names, "
+            f"got {controls!r}"
+        )
+    return controls
+
+
+def read_c_grid(params: Mapping) -> list[float]:
+    """``evaluate.linear_probe.c_grid``: the probe's inverse regularisations, each > 0."""
+    grid = get(params, "evaluate.linear_probe.c_grid")
+    if not isinstance(grid, list) or not grid:
+        raise ParamError("params.yaml: evaluate.linear_probe.c_grid must be a non-empty list")
+    for i, c in enumerate(grid):
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or c <= 0:
+            raise ParamError(f"params.yaml: evaluate.linear_probe.c_grid[{i}] = {c!r} is not > 0")
+    return [float(c) for c in grid]
+
+
 def read_augment(params: Mapping) -> AugmentConfig:
     return read(AugmentConfig, get(params, "finetune.augment"), "finetune.augment")
 

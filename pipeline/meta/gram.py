@@ -63,13 +63,20 @@ def regulate(regulators: Regulators, phi: Params, grads: Params) -> Params:
     return functional_call(regulators, phi, (grads,))
 
 
+def regulated_step(
+    regulators: Regulators, phi: Params, theta: Params, g: Params, alpha: float
+) -> Params:
+    """One inner step of Eq. 7 from the raw gradient g: theta - alpha * R_phi(g)."""
+    g_hat = regulate(regulators, phi, g)
+    return {name: theta[name] - alpha * g_hat[name] for name in theta}
+
+
 def adapt(
     loss_fn: LossFn, regulators: Regulators, theta: Params, phi: Params, support, inner: InnerLoop
 ) -> Params:
     """theta'_t of Eq. 7, differentiable in theta (through the inner gradient) and phi."""
     for _ in range(inner.steps):
-        g_hat = regulate(regulators, phi, grad(loss_fn)(theta, support))
-        theta = {name: theta[name] - inner.alpha * g_hat[name] for name in theta}
+        theta = regulated_step(regulators, phi, theta, grad(loss_fn)(theta, support), inner.alpha)
     return theta
 
 
@@ -83,8 +90,7 @@ def support_gradients(
     for _ in range(inner.steps):
         g = _detached(grad(loss_fn)(theta, support))
         grads.append(g)
-        g_hat = regulate(regulators, phi, g)
-        theta = {name: theta[name] - inner.alpha * g_hat[name].detach() for name in theta}
+        theta = _detached(regulated_step(regulators, phi, theta, g, inner.alpha))
     return grads
 
 
@@ -105,8 +111,7 @@ def query_loss(
             raise ValueError("first-order query_loss needs the constant support gradients")
         adapted = dict(theta)
         for g in support_grads:
-            g_hat = regulate(regulators, phi, g)
-            adapted = {name: adapted[name] - inner.alpha * g_hat[name] for name in adapted}
+            adapted = regulated_step(regulators, phi, adapted, g, inner.alpha)
     return loss_fn(adapted, task.query)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from torch import Tensor
 
 from ..backbones import Backbone, full_precision
+from ..errors import UserError
 from ..io import open_live
 from ..learners import build_learner
 from .adapters import (
@@ -32,10 +33,15 @@ from .adapters import (
     task_batches,
     task_set,
 )
+from .artifacts import save_meta_prompt
 from .gram import InnerLoop
 from .regulator import Regulators, build_regulators
 from .supervised import LabelledSource, labelled_inputs
+from .tasks import read_task_shards
 from .trainer import MetaTrainer, run
+
+#: the training curves whose start and end the stage's metrics report
+CURVES = ("query_loss", "train_loss", "grad_cosine", "grad_cosine_raw")
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,19 @@ def precision_of_meta_steps(backbone: Backbone, second_order: bool):
     return contextlib.nullcontext()
 
 
+def held_out_tasks(cfg: dict[str, Any], directory: Path) -> list:
+    """The meta-validation tasks (none when ``val_every`` is off); asking for validation
+    without held-out tasks is an error naming both keys."""
+    if not cfg["val_every"] or cfg["mode"] == "none" or cfg["steps"] == 0:
+        return []
+    if not sorted(directory.glob("tasks-*.tar")):
+        raise UserError(
+            f"meta.train.val_every: {cfg['val_every']} (variant {cfg['variant']}): {directory} "
+            "has no held-out tasks; set tasks.val_topics and tasks.val_tasks (or val_every: 0)"
+        )
+    return read_task_shards(directory)
+
+
 def meta_train_variant(
     cfg: dict[str, Any],
     backbone: Backbone,
@@ -126,43 +145,19 @@ def meta_train_variant(
     learner = build_learner(
         cfg["learner"], backbone, tasks[0].classnames, cfg["options"], seed=cfg["seed"]
     )
-    theta = {name: p.detach().clone() for name, p in learner.prompt_parameters().items()}
-    regulator_config = {
-        **cfg["regulator"],
-        # only Algorithm 1 learns phi: the ablations fine-tune downstream with raw gradients
-        "kind": cfg["regulator"]["kind"] if cfg["mode"] == "gram" else "identity",
-        "channel_dims": learner.regulator_channel_dims(),
-    }
-    result = MetaResult(theta, build_regulators(theta, **regulator_config), regulator_config)
+    result = _initial_result(cfg, learner)
     if cfg["mode"] == "none" or cfg["steps"] == 0:
         return result
     device = backbone.device
     val_tasks = list(val_tasks or [])[: cfg["val_max_tasks"]] if cfg["val_every"] else []
-    features, images = None, None
-    if labelled is not None or learner.needs_images:
-        keys = keys_used(tasks, cfg["steps"], cfg["tasks_per_batch"], cfg["seed"])
-        keys |= {key for t in val_tasks for key in t.support.keys + t.query.keys}
-    if labelled is not None:
-        features, images = labelled_inputs(labelled, backbone, keys, learner.needs_images, params)
-    elif learner.needs_images:
-        images = PairImages(paths.shards, sorted(keys), backbone.image_transform(train=False))
-    else:
-        features = PairFeatures(paths.embeddings)
+    features, images = _task_inputs(
+        cfg, learner, backbone, tasks, val_tasks, paths, labelled, params
+    )
     make = task_batches if cfg["mode"] == "gram" else pretrain_batches
     batches = make(tasks, cfg["tasks_per_batch"], cfg["seed"], features, images, device)
     held_out = task_set(val_tasks, features, images, device)
-    trainer = MetaTrainer(
-        LearnerLoss(learner),
-        theta,
-        result.regulators.to(device),
-        InnerLoop(cfg["alpha"], cfg["inner_steps"], cfg["second_order"]),
-        cfg["optimizer"],
-        cfg["lr_theta"],
-        cfg["lr_phi"],
-        cfg["mode"],
-    )
-    shards = sorted(Path(paths.tasks).glob("tasks-*.tar"))
-    shards += sorted((Path(paths.tasks) / "val").glob("tasks-*.tar"))
+    trainer = _meta_trainer(cfg, learner, result, device)
+    shards = _task_shards(paths)
     started = time.perf_counter()
     with (
         precision_of_meta_steps(backbone, cfg["second_order"]),
@@ -184,3 +179,109 @@ def meta_train_variant(
     result.validation = dict(trainer.validation)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _initial_result(cfg: dict[str, Any], learner) -> MetaResult:
+    """theta = the learner's own initial prompts; R_phi as ``meta.regulator`` says."""
+    theta = {name: p.detach().clone() for name, p in learner.prompt_parameters().items()}
+    regulator_config = {
+        **cfg["regulator"],
+        # only Algorithm 1 learns phi: the ablations fine-tune downstream with raw gradients
+        "kind": cfg["regulator"]["kind"] if cfg["mode"] == "gram" else "identity",
+        "channel_dims": learner.regulator_channel_dims(),
+    }
+    return MetaResult(theta, build_regulators(theta, **regulator_config), regulator_config)
+
+
+def _meta_trainer(cfg: dict[str, Any], learner, result: MetaResult, device) -> MetaTrainer:
+    """Algorithm 1's outer loop from the initial theta and phi (moved to ``device``)."""
+    return MetaTrainer(
+        LearnerLoss(learner),
+        result.theta,
+        result.regulators.to(device),
+        InnerLoop(cfg["alpha"], cfg["inner_steps"], cfg["second_order"]),
+        cfg["optimizer"],
+        cfg["lr_theta"],
+        cfg["lr_phi"],
+        cfg["mode"],
+    )
+
+
+def _task_inputs(
+    cfg: dict[str, Any],
+    learner,
+    backbone: Backbone,
+    tasks: list,
+    val_tasks: list,
+    paths: VariantPaths,
+    labelled: LabelledSource | None,
+    params: dict | None,
+) -> tuple[Any, Any]:
+    """(features, images) the task batches read: from the labelled dataset, or the pairs'
+    images through the encoder (visual prompts), or the pairs' frozen image features."""
+    features, images = None, None
+    if labelled is not None or learner.needs_images:
+        # only the images some training step or validation reads are decoded or encoded
+        keys = keys_used(tasks, cfg["steps"], cfg["tasks_per_batch"], cfg["seed"])
+        keys |= {key for t in val_tasks for key in t.support.keys + t.query.keys}
+    if labelled is not None:
+        features, images = labelled_inputs(labelled, backbone, keys, learner.needs_images, params)
+    elif learner.needs_images:
+        images = PairImages(paths.shards, sorted(keys), backbone.image_transform(train=False))
+    else:
+        features = PairFeatures(paths.embeddings)
+    return features, images
+
+
+def _task_shards(paths: VariantPaths) -> list[Path]:
+    """The training and held-out task shards, whose bytes key the checkpoint."""
+    shards = sorted(Path(paths.tasks).glob("tasks-*.tar"))
+    return shards + sorted((Path(paths.tasks) / "val").glob("tasks-*.tar"))
+
+
+def variant_card(cfg: dict[str, Any], backbone_name: str, result: MetaResult) -> dict[str, Any]:
+    """How theta* was trained: stored in learner.json and repeated in the metrics."""
+    order = "second-order (Eq. 10)" if cfg["second_order"] else "first-order approximation"
+    return {
+        "variant": cfg["variant"],
+        "mode": cfg["mode"],
+        "order": order,
+        "backbone": backbone_name,
+        "regulator": result.regulator_config,
+    }
+
+
+def save_variant(
+    directory: Path, cfg: dict[str, Any], result: MetaResult, card: dict[str, Any]
+) -> None:
+    """theta*, phi (moved to the CPU) and the card in ``pipeline.meta.artifacts``' layout."""
+    save_meta_prompt(
+        directory,
+        result.theta,
+        result.regulators.cpu(),
+        result.regulator_config,
+        cfg["learner"],
+        cfg["options"],
+        card,
+    )
+
+
+def variant_metrics(
+    cfg: dict[str, Any], result: MetaResult, card: dict[str, Any], val_tasks: list
+) -> dict[str, Any]:
+    """metrics/meta_train/<variant>.json: the card, the run's size, the start and end of
+    every curve of ``CURVES`` and the meta-validation loss (``validation_summary``) over
+    the ``val_max_tasks`` of ``val_tasks`` that were validated."""
+    metrics = {
+        **card,
+        "steps": len(result.history),
+        "tasks_per_batch": cfg["tasks_per_batch"],
+        "val_every": cfg["val_every"] or 0,
+        "theta_shapes": {name: list(t.shape) for name, t in result.theta.items()},
+        "phi_parameters": sum(p.numel() for p in result.regulators.parameters()),
+    }
+    for name in CURVES:
+        metrics.update(summary(result.history, name))
+    used = len(val_tasks[: cfg["val_max_tasks"]])
+    metrics.update(validation_summary(result.validation, used))
+    return metrics
