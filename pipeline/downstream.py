@@ -175,9 +175,15 @@ def train_run(
 def test_run(
     config: DownstreamConfig, learner: PromptLearner, datasets: Datasets, run: RunSpec
 ) -> dict[tuple[str, ...], float]:
-    """Accuracy (%) of the trained prompt on every set the run names, by record key."""
-    accuracies = {}
+    """Accuracy (%) of the trained prompt on every set the run names, by record key. A set
+    named twice (the source dataset is both a cross-dataset and a domain-generalisation
+    entry) is tested once: a visual prompt re-encodes every test image."""
+    accuracies, tested = {}, {}
     for evaluation in run.evaluations:
+        same = (evaluation.dataset, evaluation.subsample)
+        if same in tested:
+            accuracies[evaluation.key] = tested[same]
+            continue
         split = evaluation_split(
             datasets[evaluation.dataset], evaluation, config.evaluate.max_test_per_class
         )
@@ -190,7 +196,7 @@ def test_run(
             features_options=config.features,
             desc=f"{evaluation.dataset} test",
         )
-        accuracies[evaluation.key] = round(result.percent, 2)
+        accuracies[evaluation.key] = tested[same] = round(result.percent, 2)
     return accuracies
 
 

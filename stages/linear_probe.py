@@ -1,5 +1,6 @@
-"""DVC stage `linear_probe` (one per seed): the linear-probe row of every table.
+"""DVC stage `linear_probe`: the linear-probe row of every table, for every seed.
 
+    python -m stages.linear_probe            # every seed of params' seeds
     python -m stages.linear_probe --seed 1
 
 For every run of the protocols (``pipeline.protocol``, both parts) whose test classes are its
@@ -8,7 +9,7 @@ run's few-shot training split (the prompts' draw: same seed, same shots), choose
 ``evaluate.linear_probe.c_grid`` on the few-shot val split, and tests it (``pipeline.probe``;
 CoOp Sec. 4.1). New classes and other datasets get no probe entry ("n/a" in the tables).
 
-Reads params: shots, datasets, domain_shift, backbone, data, features, finetune.allow_fewer,
+Reads params: seeds, shots, datasets, domain_shift, backbone, data, features, finetune.allow_fewer,
 evaluate.{max_test_per_class, cross_dataset, few_shot, linear_probe}.
 Writes: results/downstream/probe/seed<seed>.json (records in a finetune run's layout, and the
 C chosen for each run with its val accuracy).
@@ -35,11 +36,11 @@ RESULTS = Path("results/downstream/probe")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--seed", type=int, action="append", help="default: params' seeds")
     args = parser.parse_args()
 
     params = load_params()
-    seed = read_seed(args.seed)
+    seeds = [read_seed(seed) for seed in args.seed or params.get("seeds") or []]
     protocols = read_protocols(params)
     c_grid = read_c_grid(params)
     evaluate_config = read_evaluate(params)
@@ -57,16 +58,19 @@ def main() -> None:
         paths = [item.path for item in items]
         return image_features(backbone, paths, desc="probe features", **features).numpy()
 
-    payload = probe_seed(
-        protocols,
-        seed,
-        lambda run: run_training_split(datasets[run.dataset], run, seed, allow_fewer),
-        lambda run, e: evaluation_split(datasets[e.dataset], e, evaluate_config.max_test_per_class),
-        features_of,
-        c_grid,
-    )
-    write_json(RESULTS / f"seed{seed}.json", payload)
-    print(payload["runs"])
+    for seed in seeds:
+        payload = probe_seed(
+            protocols,
+            seed,
+            lambda run, s=seed: run_training_split(datasets[run.dataset], run, s, allow_fewer),
+            lambda run, e: evaluation_split(
+                datasets[e.dataset], e, evaluate_config.max_test_per_class
+            ),
+            features_of,
+            c_grid,
+        )
+        write_json(RESULTS / f"seed{seed}.json", payload)
+        print(seed, payload["runs"])
 
 
 if __name__ == "__main__":

@@ -193,7 +193,7 @@ def test_changing_shots_invalidates_only_the_stages_that_read_it(pipeline_run):
         status = json.loads(_run(DVC + ["status", "--json"], pipeline_run).stdout)
     finally:
         params_file.write_text(original)
-    finetuned = {f"finetune@{m}-1" for m in ("zeroshot", "coop", "cocoop", "prograd", "vpt")}
-    gram = {f"finetune_gram@{m}-1" for m in ("coop_gram", "vpt_gram", "unigram")}
-    probe = {"linear_probe@1"}  # the probe's base-to-new and source draws read shots too
+    finetuned = {f"finetune@{m}" for m in ("zeroshot", "coop", "cocoop", "prograd", "vpt")}
+    gram = {f"finetune_gram@{m}" for m in ("coop_gram", "vpt_gram", "unigram")}
+    probe = {"linear_probe"}  # the probe's base-to-new and source draws read shots too
     assert set(status) == finetuned | gram | probe | {"evaluate"}  # not CHC/meta

@@ -2,6 +2,7 @@
 
 import json
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
@@ -67,7 +68,16 @@ def run_stage(script: str, *args: str, monkeypatch) -> None:
 
 def test_finetune_and_evaluate_stages_write_the_issue_shape(workdir, monkeypatch, capsys):
     for method in ("zeroshot", "prograd", "vpt"):
-        run_stage("finetune.py", "--method", method, "--seed", "1", monkeypatch=monkeypatch)
+        run_stage(
+            "finetune.py",
+            "--method",
+            method,
+            "--seed",
+            "1",
+            "--part",
+            "main",
+            monkeypatch=monkeypatch,
+        )
     run_stage(
         "finetune.py",
         "--method",
@@ -131,6 +141,33 @@ def write_meta_variant(folder: Path, tiny_clip, n_ctx: int = 2):
     options = {"n_ctx": n_ctx, "init_words": None}
     save_meta_prompt(folder, theta, regulators, {"init": "random"}, "coop", options, {})
     return theta, regulators
+
+
+def _results(method: str) -> dict:
+    """Every results file of ``method``, without the wall-clock seconds."""
+    out = {}
+    for path in sorted(Path("results/downstream/runs", method).rglob("*.json")):
+        payload = json.loads(path.read_text())
+        for run in payload["runs"].values():
+            run.pop("seconds")
+        out[str(path)] = payload
+    return out
+
+
+def test_one_process_for_every_seed_and_part_equals_one_per_seed_and_part(workdir, monkeypatch):
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["seeds"] = [1, 2]
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    for seed in ("1", "2"):
+        for part in ("main", "few_shot"):
+            args = ("--method", "prograd", "--seed", seed, "--part", part)
+            run_stage("finetune.py", *args, monkeypatch=monkeypatch)
+    separate = _results("prograd")
+    assert len(separate) == 4
+    for folder in (Path("results/downstream/runs"), Path(".cache/checkpoints")):
+        shutil.rmtree(folder)  # nothing may resume: every run trains again
+    run_stage("finetune.py", "--method", "prograd", monkeypatch=monkeypatch)  # the DVC command
+    assert _results("prograd") == separate
 
 
 def test_a_from_meta_row_takes_learner_options_theta_and_a_frozen_regulator(tmp_path, tiny_clip):
