@@ -61,7 +61,7 @@ class Point:
 
 TEXT_LRS = (0.002, 0.02, 0.2, 1.0)
 # (pixel lr, epochs, batch size) of the visual prompt rows
-VISUAL_GRID = ((10.0, 1, 32), (10.0, 1, 8), (10.0, 2, 8), (2.5, 2, 8))
+VISUAL_GRID = ((10.0, 1, 32), (10.0, 1, 8), (10.0, 2, 8), (2.5, 2, 8), (2.5, 4, 8), (1.0, 4, 8))
 
 
 def default_grid() -> list[Point]:
@@ -75,7 +75,8 @@ def default_grid() -> list[Point]:
     grid += [Point("coop", {"lr": 0.2, "epochs": e}) for e in (5, 20)]
     grid += [Point("prograd", {"lr": lr, "epochs": 10}) for lr in TEXT_LRS[:3]]
     grid += [Point("prograd", {"lr": 0.2, "epochs": 10}, {"lambda": 0.5})]
-    grid += [Point("cocoop", {"lr": lr, "epochs": 2}) for lr in (0.002, 0.2)]
+    grid += [Point("cocoop", {"lr": lr, "epochs": 2}) for lr in (0.002, 0.02, 0.05, 0.2)]
+    grid += [Point("cocoop", {"lr": 0.05, "epochs": 4})]
     for row in ("vpt", "vpt_gram"):
         grid += [
             Point(row, {"lr": lr, "epochs": epochs, "batch_size": batch})
@@ -83,7 +84,14 @@ def default_grid() -> list[Point]:
         ]
     grid += [
         Point("unigram", {"epochs": epochs, "batch_size": batch, "lr_scale": {"visual_prompt": s}})
-        for epochs, batch, s in ((1, 32, 50), (1, 8, 50), (2, 8, 50), (2, 8, 10))
+        for epochs, batch, s in (
+            (1, 32, 50),
+            (1, 8, 50),
+            (2, 8, 50),
+            (2, 8, 10),
+            (4, 8, 12.5),
+            (4, 8, 5),
+        )
     ]
     return grid
 

@@ -9,9 +9,9 @@ Part ``main`` trains, per dataset of ``datasets``, a prompt on its base classes 
 per class) and tests it on base and new; and one prompt on all classes of the source dataset,
 tested on it and on every cross-dataset and domain-generalisation target. Part ``few_shot``
 trains one prompt per (K in ``evaluate.few_shot.shots``, dataset) and tests it; a "+GRAM"
-row (``from_meta``) has part ``main`` only. Every seed and part of a method runs in one process:
-starting one and loading the backbone costs ~10 s on 2 cores, more than most runs
-(README "Budget"). A rerun after a params change resumes every run whose checkpoint still
+row (``from_meta``) has part ``main`` only. Every seed and part of a method runs in one
+process: starting one and loading the backbone costs ~10 s on 2 cores, more than most runs
+(README "Stages"). A rerun after a params change resumes every run whose checkpoint still
 matches, so adding a seed trains only that seed's runs. The work itself is
 ``pipeline.downstream.run_part``.
 
