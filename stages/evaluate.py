@@ -17,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.aggregation import aggregate, headline, read_all_results
-from pipeline.config import method_rows, read_negative_controls, read_protocols, read_seed
+from pipeline.config import method_rows, read_negative_controls, read_protocols, read_seeds
 from pipeline.errors import run_stage
 from pipeline.figures import write_plot_data
 from pipeline.io import write_json
-from pipeline.params import get, load_params
+from pipeline.params import load_params
 from pipeline.report import PROBE, row_order, tables_markdown
 
 RUNS = Path("results/downstream/runs")
@@ -34,7 +34,7 @@ def main() -> None:
     params = load_params()
     protocols = read_protocols(params)
     methods = method_rows(params)
-    seeds = [read_seed(seed) for seed in get(params, "seeds")]
+    seeds = read_seeds(params)
     controls = read_negative_controls(params)
     results = read_all_results(RUNS, PROBES, methods, seeds, probe_row=PROBE)
     metrics = aggregate(results, protocols, controls).as_json(seeds)

@@ -32,7 +32,7 @@ import argparse
 from pathlib import Path
 
 from pipeline import backbones
-from pipeline.config import read_downstream
+from pipeline.config import read_downstream, read_seeds
 from pipeline.downstream import Datasets, Outputs, load_meta, run_part
 from pipeline.errors import UserError, run_stage
 from pipeline.io import write_json
@@ -50,12 +50,14 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params()
-    seeds = args.seed or list(params.get("seeds") or [])
-    configs = [
-        read_downstream(params, args.method, seed, part)
-        for seed in seeds
-        for part in args.part or method_parts(params, args.method)
-    ]
+    configs = []
+    for seed in args.seed or read_seeds(params):
+        main_part = read_downstream(params, args.method, seed, "main")
+        every_part = ("main",) if main_part.method.meta_dir is not None else PARTS  # +GRAM: main
+        configs += [
+            main_part if part == "main" else read_downstream(params, args.method, seed, part)
+            for part in args.part or every_part
+        ]
     if not configs:
         raise UserError("params.yaml: seeds is empty: nothing to train")
     first = configs[0]
@@ -69,12 +71,6 @@ def main() -> None:
         tag = Path(args.method) / f"seed{config.seed}" / config.part
         payload = run_part(config, backbone, datasets, Outputs(tag), meta)
         write_json(RESULTS / tag.parent / f"{config.part}.json", payload)
-
-
-def method_parts(params: dict, method: str) -> tuple[str, ...]:
-    """A "+GRAM" row (``from_meta``) runs part ``main``; every other row both parts."""
-    row = ((params.get("finetune") or {}).get("methods") or {}).get(method) or {}
-    return ("main",) if isinstance(row, dict) and row.get("from_meta") else PARTS
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 
 from pipeline import backbones
-from pipeline.config import read_c_grid, read_protocols, read_seed
+from pipeline.config import read_c_grid, read_protocols, read_seed, read_seeds
 from pipeline.config.downstream import read_allow_fewer, read_evaluate, read_features
 from pipeline.downstream import Datasets
 from pipeline.errors import run_stage
@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params()
-    seeds = [read_seed(seed) for seed in args.seed or params.get("seeds") or []]
+    seeds = [read_seed(seed) for seed in args.seed] if args.seed else read_seeds(params)
     protocols = read_protocols(params)
     c_grid = read_c_grid(params)
     evaluate_config = read_evaluate(params)

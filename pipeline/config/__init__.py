@@ -28,6 +28,7 @@ from .downstream import (
     read_negative_controls,
     read_protocols,
     read_seed,
+    read_seeds,
     read_train,
 )
 from .fields import Bound, bounded, check, read, read_bounds
@@ -72,6 +73,7 @@ __all__ = [
     "read_negative_controls",
     "read_protocols",
     "read_seed",
+    "read_seeds",
     "read_tasks",
     "read_train",
     "run_options",

@@ -155,6 +155,11 @@ def read_seed(seed: Any) -> int:
     return check("seeds[]", seed, Bound(0, 2**31 - 1, integer=True))
 
 
+def read_seeds(params: Mapping) -> list[int]:
+    """``seeds``: the list every downstream stage runs, each entry checked."""
+    return [read_seed(seed) for seed in get(params, "seeds") or []]
+
+
 def read_evaluate(params: Mapping) -> EvaluateConfig:
     section = params.get("evaluate") or {}
     keys = ("batch_size", "max_test_per_class")
