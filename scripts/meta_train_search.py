@@ -49,6 +49,7 @@ def one_run(params: dict, variant: str, overrides: dict) -> dict:
         **validation_summary(result.validation, used),
         **summary(result.history, "query_loss"),
         "seconds": round(result.seconds, 1),
+        "curve": " ".join(f"{result.validation[s]:.3f}@{s}" for s in sorted(result.validation)),
     }
 
 
@@ -82,6 +83,7 @@ def main() -> None:
     with args.table.open("a") as table:
         table.write(line)
     print(line, end="")
+    print("meta-validation loss @ step:", out["curve"])
 
 
 if __name__ == "__main__":
