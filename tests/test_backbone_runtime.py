@@ -1,5 +1,7 @@
 """backbone.device and backbone.precision: resolution, placement, and bf16 autocast accuracy."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -95,3 +97,17 @@ def test_full_precision_block_runs_a_bf16_backbone_in_fp32():
         torch.testing.assert_close(bf16.encode_text(tokens), fp32.encode_text(tokens))
     with torch.no_grad():  # and back to bf16 after the block
         assert not torch.equal(bf16.encode_image(images), fp32.encode_image(images))
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_and_names_fp32(monkeypatch):
+    from pipeline.backbones import runtime
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="backbone.precision=fp32"):
+        assert check_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_precision("bf16", cpu) == "bf16"
+        assert check_precision("fp32", cpu) == "fp32"

@@ -42,7 +42,6 @@ SMOKE_MAY_CHANGE = {
     "tasks.val_topics",
     "tasks.val_tasks",
     *(f"meta.variants.{v}.{k}" for v in ("vpt", "unigram") for k in ("steps", "tasks_per_batch")),
-    *(f"meta.variants.{v}.alignment_every" for v in ("vpt", "unigram")),
     "finetune.train.epochs",
     "finetune.train.batch_size",
     *(f"finetune.methods.{m}.train.epochs" for m in ("cocoop", "vpt", "vpt_gram", "unigram")),

@@ -12,6 +12,8 @@ fp16 kernels are slow and ``bf16`` does the same job.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ..params import ParamError
@@ -50,4 +52,16 @@ def check_precision(value: object, device: torch.device) -> str:
         raise ParamError(
             "params.yaml: backbone.precision = 'fp16' needs a CUDA device; use bf16 on the CPU"
         )
+    if value == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        # still correct, only emulated: slower than fp32, so say how to get the speed back
+        warnings.warn(
+            "params.yaml: backbone.precision = 'bf16', but this CPU has no native bf16 "
+            "(AVX512-BF16 or AMX): it runs slower than fp32. Results stay those of bf16; "
+            "-S backbone.precision=fp32 is faster here (and gives fp32's results).",
+            stacklevel=2,
+        )
     return str(value)
+
+
+def cpu_has_native_bf16() -> bool:
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
