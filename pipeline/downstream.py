@@ -27,6 +27,7 @@ from .config import DownstreamConfig, run_options
 from .data import DatasetSplits, load_dataset
 from .errors import UserError
 from .evaluation import evaluate
+from .features import DecodedImages
 from .io import open_live
 from .learners import PromptLearner, build_learner
 from .meta.artifacts import MetaPrompt, load_meta_prompt
@@ -38,9 +39,11 @@ from .training_images import fresh_training_set, image_training_set
 class Datasets:
     """Every dataset a part reads, loaded up front (a bad split file is reported before the
     backbone loads); a dataset only tested on is read without its train split (ImageNet's
-    train folders are 1.2M files)."""
+    train folders are 1.2M files). ``decoded``: their images as a visual prompt reads them,
+    kept in memory for the stage's later runs and seeds (up to ``memory_mb``)."""
 
-    def __init__(self, specs: dict[str, Any], root: Path, trained_on: set[str]):
+    def __init__(self, specs: dict[str, Any], root: Path, trained_on: set[str], memory_mb: int = 0):
+        self.decoded = DecodedImages(memory_mb)
         self.loaded: dict[str, DatasetSplits] = {}
         for name, spec in specs.items():
             splits = ("train", "val", "test") if name in trained_on else ("test",)
@@ -73,7 +76,11 @@ def run_key(learner: str, options: dict[str, Any], meta_dir: Path | None) -> str
 
 
 def training_set(
-    learner: PromptLearner, config: DownstreamConfig, dataset: DatasetSplits, desc: str
+    learner: PromptLearner,
+    config: DownstreamConfig,
+    dataset: DatasetSplits,
+    desc: str,
+    memo: DecodedImages | None = None,
 ) -> TrainingSet:
     """``augment.mode: fresh``: new crops every step (images, or their frozen features and
     the teacher's logits of each). ``cached``: cached frozen features (and the teacher's
@@ -91,7 +98,9 @@ def training_set(
             backbone, paths, labels, learner.needs_images, augment.seed, teacher, workers
         )
     if learner.needs_images:
-        return image_training_set(backbone, paths, labels, augment.views, augment.seed, workers)
+        return image_training_set(
+            backbone, paths, labels, augment.views, augment.seed, workers, memo
+        )
     return cached_training_set(
         backbone,
         paths,
@@ -141,11 +150,12 @@ def train_run(
     meta: MetaPrompt | None,
     run: RunSpec,
     out: Outputs,
+    memo: DecodedImages | None = None,
 ) -> list[dict[str, float]]:
     """Train ``learner`` on the run's training set; its per-epoch history."""
     if not learner.prompt_parameters():  # zero-shot: nothing to train
         return []
-    data = training_set(learner, config, dataset, desc=f"{run.name} train")
+    data = training_set(learner, config, dataset, f"{run.name} train", memo)
     live = open_live(out.live / out.tag / run.name)
 
     def log(epoch: int, metrics: dict[str, float]) -> None:
@@ -194,6 +204,7 @@ def test_run(
             split.template,
             batch_size=config.evaluate.batch_size,
             features_options=config.features,
+            memo=datasets.decoded,
             desc=f"{evaluation.dataset} test",
         )
         accuracies[evaluation.key] = tested[same] = round(result.percent, 2)
@@ -222,7 +233,7 @@ def run_part(
         started = time.perf_counter()
         dataset = run_training_split(datasets[run.dataset], run, config.seed, config.allow_fewer)
         learner = build_run_learner(config, backbone, dataset, run)
-        history = train_run(config, learner, dataset, meta, run, out)
+        history = train_run(config, learner, dataset, meta, run, out, datasets.decoded)
         model = out.models / out.tag / f"{run.name}.pt"
         model.parent.mkdir(parents=True, exist_ok=True)
         torch.save(learner.state_dict(), model)

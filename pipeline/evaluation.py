@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from .backbones import Backbone
 from .data import Datum
-from .features import ImageFiles, image_features
+from .features import DecodedImages, ImageFiles, image_features
 from .learners import Batch, PromptLearner
 from .zeroshot import Accuracy, accuracy
 
@@ -28,13 +28,15 @@ def evaluate(
     *,
     batch_size: int = 128,
     features_options: Mapping | None = None,
+    memo: DecodedImages | None = None,
     desc: str = "test",
 ) -> Accuracy:
     """Accuracy of ``learner`` on ``items`` labelled over ``classnames``.
 
     Textual learners read cached test features (each image encoded once per backbone, for
     every method and run) and build the classifier once; learners with a visual prompt
-    re-encode every image through the prompted encoder.
+    re-encode every image through the prompted encoder (``memo``: the decoded test images
+    kept for the next run and seed).
     """
     backbone: Backbone = learner.backbone
     learner.set_classes(classnames, template)
@@ -43,7 +45,7 @@ def evaluate(
     classifier = learner.class_features() if learner.shared_classifier else None
     logits = []
     if learner.needs_images:
-        files = ImageFiles(paths, backbone.image_transform(train=False), None, 0)
+        files = ImageFiles(paths, backbone.image_transform(train=False), None, 0, memo)
         done = 0
         for images in DataLoader(files, batch_size=batch_size):
             chunk = Batch(labels[done : done + len(images)], images=images.to(backbone.device))

@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import zlib
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,16 +55,63 @@ def load_rgb(path: Path) -> Image.Image:
         raise ImageDecodeError(f"{path}: cannot decode image ({error})") from None
 
 
-class ImageFiles(Dataset):
-    """Decoded, preprocessed images; ``view=v`` gives the same augmented crop in every run."""
+class DecodedImages:
+    """Preprocessed image tensors kept in this process's memory, up to ``max_mb`` (the least
+    recently used go first; 0 keeps nothing).
 
-    def __init__(self, paths: Sequence[Path], transform, view: int | None, aug_seed: int):
+    A visual prompt re-encodes its images at every step and every test, so without this the
+    same test images are decoded and resized again for every seed and run, and the same
+    training views every epoch: about a tenth of a visual row's time on 2 cores. The tensors
+    are the ones decoding would give, bit for bit (tests/test_decoded_images.py). One instance
+    serves one backbone's preprocessing: it is keyed by (path, view, aug_seed) only.
+    """
+
+    def __init__(self, max_mb: int = 0) -> None:
+        self.max_bytes = int(max_mb) * 2**20
+        self.items: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: Hashable, decode: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        tensor = decode()
+        size = tensor.numel() * tensor.element_size()
+        if size <= self.max_bytes:
+            self.items[key] = tensor
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, dropped = self.items.popitem(last=False)
+                self.bytes -= dropped.numel() * dropped.element_size()
+        return tensor
+
+
+class ImageFiles(Dataset):
+    """Decoded, preprocessed images; ``view=v`` gives the same augmented crop in every run.
+    ``memo``: a :class:`DecodedImages` to read from and fill (only useful without worker
+    processes, which would each fill a copy)."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        transform,
+        view: int | None,
+        aug_seed: int,
+        memo: DecodedImages | None = None,
+    ):
         self.paths, self.transform, self.view, self.aug_seed = paths, transform, view, aug_seed
+        self.memo = memo
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
+        if self.memo is None:
+            return self.decode(index)
+        key = (str(self.paths[index]), self.view, self.aug_seed)
+        return self.memo.get(key, lambda: self.decode(index))
+
+    def decode(self, index: int):
         path = self.paths[index]
         image = load_rgb(path)
         if self.view is None:

@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .backbones import Backbone, cosine_logits
-from .features import ImageFiles, load_rgb
+from .features import DecodedImages, ImageFiles, load_rgb
 from .learners import Batch
 from .training import TrainingSet, view_ids
 
@@ -41,11 +41,12 @@ class ViewCrops(Dataset):
     train_transform: Transform
     test_transform: Transform
     aug_seed: int
+    memo: DecodedImages | None = None
 
     def __getitem__(self, key: tuple[int, int | None]) -> Tensor:
         index, view = key
         transform = self.test_transform if view is None else self.train_transform
-        return ImageFiles([self.paths[index]], transform, view, self.aug_seed)[0]
+        return ImageFiles([self.paths[index]], transform, view, self.aug_seed, self.memo)[0]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -104,6 +105,7 @@ class ImageTrainingSet(TrainingSet):
     backbone: Backbone
     aug_seed: int = 0
     num_workers: int = 0
+    memo: DecodedImages | None = None  # crops kept between epochs (no worker processes)
 
     def batch(self, indices: np.ndarray, views: np.ndarray) -> Batch:
         return next(iter(self.epoch_batches([(indices, views)], 0)))
@@ -114,6 +116,7 @@ class ImageTrainingSet(TrainingSet):
             self.backbone.image_transform(train=True),
             self.backbone.image_transform(train=False),
             self.aug_seed,
+            self.memo if self.num_workers == 0 else None,
         )
         keys = [
             [(int(i), self.view_ids[int(v)]) for i, v in zip(indices, views, strict=True)]
@@ -184,8 +187,10 @@ def image_training_set(
     views: int,
     aug_seed: int = 0,
     num_workers: int = 0,
+    memo: DecodedImages | None = None,
 ) -> ImageTrainingSet:
-    """The images of ``paths`` with ``views`` fixed views each (0: the test preprocessing)."""
+    """The images of ``paths`` with ``views`` fixed views each (0: the test preprocessing);
+    ``memo`` keeps the decoded crops for later epochs and runs."""
     return ImageTrainingSet(
         torch.as_tensor(list(labels)),
         view_ids(views),
@@ -193,6 +198,7 @@ def image_training_set(
         backbone,
         aug_seed,
         num_workers,
+        memo,
     )
 
 

@@ -17,7 +17,7 @@ matches, so adding a seed trains only that seed's runs. The work itself is
 
 Reads params: seeds, shots, datasets, backbone (``precision: fp16`` is refused for training:
 use bf16), data, features, finetune.{train, augment (mode: cached | fresh), allow_fewer,
-methods.<method>}, domain_shift, evaluate.{batch_size, max_test_per_class,
+memory_cache_mb, methods.<method>}, domain_shift, evaluate.{batch_size, max_test_per_class,
 cross_dataset, few_shot}; a ``from_meta`` row also reads meta.variants and
 models/gram/<variant>/.
 Writes: models/downstream/<method>/seed<seed>/<part>/<run>.pt (the prompt),
@@ -64,7 +64,7 @@ def main() -> None:
     trained_on = {run.dataset for c in configs for run in c.protocols.runs(c.part)}
     specs = {name: spec for c in configs for name, spec in c.dataset_specs.items()}
     # every input is read and checked before the backbone loads
-    datasets = Datasets(specs, first.data_root, trained_on)
+    datasets = Datasets(specs, first.data_root, trained_on, first.memory_cache_mb)
     meta = load_meta(first)
     backbone = backbones.load_backbone(params["backbone"])
     for config in configs:

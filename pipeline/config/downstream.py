@@ -197,6 +197,13 @@ def read_allow_fewer(params: Mapping) -> bool:
     return check("finetune.allow_fewer", value, Bound(choices=(True, False)))
 
 
+def read_memory_cache_mb(params: Mapping) -> int:
+    """``finetune.memory_cache_mb``: decoded images a stage keeps in memory for visual
+    prompts (``features.DecodedImages``); 0 decodes every time. Results do not depend on it."""
+    value = (params.get("finetune") or {}).get("memory_cache_mb", 0)
+    return check("finetune.memory_cache_mb", value, Bound(0, 10**7, integer=True))
+
+
 def method_rows(params: Mapping) -> list[str]:
     """Every downstream row: ``methods`` then ``gram_methods`` (the evaluate stage's rows)."""
     rows = [*(get(params, "methods") or []), *(params.get("gram_methods") or [])]
@@ -316,6 +323,7 @@ class DownstreamConfig:
     data_root: Path
     dataset_specs: dict[str, Any]
     few_shot_epochs: FewShotEpochs = FewShotEpochs()
+    memory_cache_mb: int = 0
 
     def run_train(self, run) -> TrainConfig:
         """The row's training config for ``run`` (a ``protocol.RunSpec``): a few-shot run
@@ -352,4 +360,5 @@ def read_downstream(
         data_root=data_root(params),
         dataset_specs={name: dataset_spec(params, name) for name in names},
         few_shot_epochs=read_few_shot_epochs(params),
+        memory_cache_mb=read_memory_cache_mb(params),
     )
