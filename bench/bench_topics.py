@@ -302,11 +302,10 @@ def bench_size(size: int, args) -> None:
 def report_ratios(bertopic: list[dict], ours: list[dict], size: int) -> None:
     """Like against like: ours_cold against BERTopic's first (cold) seed, ours_warm against
     the mean of its later (warm) seeds."""
-    warm = bertopic[1:] or bertopic[:1]
-    anchors = {
-        "ours_cold": ("BERTopic cold", [bertopic[0]]),
-        "ours_warm": ("BERTopic warm", warm),
-    }
+    cold = ("BERTopic cold", bertopic[:1])
+    # one seed only: no warm BERTopic run, so the warm rerun is set against the cold one
+    warm = ("BERTopic warm", bertopic[1:]) if len(bertopic) > 1 else cold
+    anchors = {"ours_cold": cold, "ours_warm": warm}
     print(f"\nratios at {size} (time, peak memory, noise against the same BERTopic runs):")
     for record in ours:
         label, runs = anchors[record["method"]]

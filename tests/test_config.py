@@ -11,6 +11,7 @@ from pipeline.config import (
     read_protocols,
     read_tasks,
 )
+from pipeline.config.downstream import read_memory_cache_mb
 from pipeline.errors import UserError
 from pipeline.params import Bound, ParamError, check, check_choice, check_range
 
@@ -52,6 +53,9 @@ def test_read_checks_each_field_and_refuses_unknown_keys():
         read(EvaluateConfig, {"batchsize": 8}, "evaluate")
     with pytest.raises(ParamError, match="features.workers is not one of"):
         read_features({"features": {"workers": 2}})
+    assert read_memory_cache_mb({}) == 0 and read_memory_cache_mb({"finetune": {}}) == 0
+    with pytest.raises(ParamError, match=r"finetune.memory_cache_mb = -1: must be >= 0"):
+        read_memory_cache_mb({"finetune": {"memory_cache_mb": -1}})
     with pytest.raises(ParamError, match=r"tasks.ways = 1: must be >= 2"):
         read_tasks({"tasks": {"ways": 1}})
     with pytest.raises(ParamError, match=r"evaluate.few_shot.shots\[1\] = 0: must be >= 1"):
