@@ -18,6 +18,8 @@ Each method is timed in two configurations, side by side in one run:
 ``text share`` is the part of our step that is the text encoder's forward and backward on
 the truncated prompts (ProGrad: two backward passes, CoCoOp: one prompt set per image), the
 cost no caching removes: a share near 100% means our step is at the bound of the approach.
+Ours runs the rows every class prompt shares (start token and context) once per step
+(``pipeline/backbones/shared_prefix.py``); the reference way runs every prompt whole.
 
     python bench/bench_prompt_tuning.py | tee bench/results/prompt_tuning.txt
     python bench/bench_prompt_tuning.py --backbone embedded   # the offline default backbone

@@ -8,6 +8,7 @@ space. Prompt learners only ever touch it through this class:
 * ``tokenize(texts)`` -> :class:`TokenizedText` (ids plus where each sequence ends);
 * ``embed_tokens(ids)`` -> rows of the token-embedding table, where soft prompts live;
 * ``encode_text(tokens)`` / ``encode_text_embeddings(embeddings, tokens)`` -> text features;
+* ``encode_prompts(prefix, tail, tokens)`` -> features of prompts that share their first rows;
 * ``logit_scale`` -> the temperature that turns cosine similarities into logits.
 
 Features are returned unnormalised, as CLIP's ``encode_image``/``encode_text`` do; callers
@@ -129,6 +130,28 @@ class Backbone(nn.Module, ABC):
         if truncate:
             tokens = tokens.truncated()
         return self.encode_text_embeddings(self.embed_tokens(tokens.ids), tokens, truncate)
+
+    def encode_prompts(
+        self, prefix: Tensor, tail: Tensor, tokens: TokenizedText, truncate: bool = True
+    ) -> Tensor:
+        """Features of the G x C prompts ``[prefix[g], tail[c]]`` -> [G, C, embed_dim].
+
+        ``prefix``: [G, S, W] rows shared by every class (start token and context);
+        ``tail``: [C, R, W] each class's remaining rows; ``tokens``: the C whole prompts' ids
+        and EOT positions. This runs every whole prompt; a causal encoder may override it
+        to run the shared rows once (``OpenClipBackbone``, ``shared_prefix.py``).
+        """
+        groups, n_classes = prefix.shape[0], tail.shape[0]
+        embeddings = torch.cat(
+            [
+                prefix.unsqueeze(1).expand(-1, n_classes, -1, -1),
+                tail.to(prefix.dtype).unsqueeze(0).expand(groups, -1, -1, -1),
+            ],
+            dim=2,
+        ).flatten(0, 1)
+        repeated = TokenizedText(tokens.ids.repeat(groups, 1), tokens.eot.repeat(groups))
+        features = self.encode_text_embeddings(embeddings, repeated, truncate)
+        return features.view(groups, n_classes, -1)
 
     @property
     def device(self) -> torch.device:

@@ -10,7 +10,9 @@ Weights: ``pretrained`` is an open_clip tag (read from the hub cache; we never d
 HF_HUB_OFFLINE is set), a local checkpoint file (open_clip or OpenAI format, TorchScript
 archives included), or None for a random initialisation (tests). Weights trained with
 QuickGELU (OpenAI's) always get QuickGELU, whatever the architecture's name says
-(``checkpoints.py``). ``model`` may also name one of the JSON architectures in ``configs/``.
+(``checkpoints.py``). Prompts that share their first rows (CoOp's start token and context)
+run those rows once (``shared_prefix.py``). ``model`` may also name one of the JSON
+architectures in ``configs/``.
 
 The VPT path reads open_clip internals (``visual._pool`` from 2.32, ``transformer.batch_first``
 until 3.3), so the installed version must be in ``OPEN_CLIP_VERSIONS``.
@@ -31,6 +33,7 @@ from ..errors import UserError
 from ..params import ParamError
 from . import checkpoints
 from .base import Backbone, TokenizedText
+from .shared_prefix import encode_with_shared_prefix, supports_shared_prefix
 from .transforms import CLIP_MEAN, CLIP_STD, image_transform
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -140,6 +143,7 @@ class OpenClipBackbone(Backbone):
                 "are supported (got a CNN tower)"
             )
         self.model = clip_model
+        self._shared_prefix = supports_shared_prefix(clip_model)
         self._tokenizer = open_clip.get_tokenizer(model)
 
         # the activation is part of the name: features of the two are not interchangeable
@@ -176,6 +180,20 @@ class OpenClipBackbone(Backbone):
     ) -> Tensor:
         with self.autocast():
             return self._encode_text_embeddings(embeddings, tokens, truncate).float()
+
+    def encode_prompts(
+        self, prefix: Tensor, tail: Tensor, tokens: TokenizedText, truncate: bool = True
+    ) -> Tensor:
+        if not (truncate and self._shared_prefix):
+            return super().encode_prompts(prefix, tail, tokens, truncate)
+        rest = tokens.length - prefix.shape[1]
+        with self.autocast():
+            return encode_with_shared_prefix(
+                self.model,
+                prefix.to(self.device),
+                tail[:, :rest].to(self.device, prefix.dtype),
+                tokens.eot.to(self.device),
+            ).float()
 
     def _encode_text_embeddings(self, embeddings: Tensor, tokens: TokenizedText, truncate: bool):
         model = self.model

@@ -61,8 +61,9 @@ class CoCoOp(PromptLearner):
         image = self.image_features(batch)
         image = image / image.norm(dim=-1, keepdim=True)
         ctx = self.text_ctx.unsqueeze(0) + self.meta_net(image).unsqueeze(1)  # [B, n, W]
-        embeddings, tokens = self.prompts.assemble_per_image(ctx)
-        text = self.backbone.encode_text_embeddings(embeddings, tokens, truncate=self.truncate)
-        text = text.view(len(image), len(self.classnames), -1)
+        prompts = self.prompts
+        text = self.backbone.encode_prompts(  # [B, C, D]
+            prompts.shared_prefix(ctx), prompts.suffix, prompts.tokens, truncate=self.truncate
+        )
         text = text / text.norm(dim=-1, keepdim=True)
         return self.backbone.logit_scale * torch.einsum("bd,bcd->bc", image, text)

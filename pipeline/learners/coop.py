@@ -70,7 +70,12 @@ class CoOp(PromptLearner):
         )
 
     def class_features(self) -> Tensor:
-        embeddings = self.prompts.assemble(self.text_ctx)
-        return self.backbone.encode_text_embeddings(
-            embeddings, self.prompts.tokens, truncate=self.truncate
-        )
+        prompts = self.prompts
+        if self.class_specific:
+            return self.backbone.encode_text_embeddings(
+                prompts.assemble(self.text_ctx), prompts.tokens, truncate=self.truncate
+            )
+        prefix = prompts.shared_prefix(self.text_ctx)
+        return self.backbone.encode_prompts(
+            prefix, prompts.suffix, prompts.tokens, truncate=self.truncate
+        )[0]

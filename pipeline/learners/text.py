@@ -4,9 +4,11 @@ Each class prompt is tokenized ONCE as ``"X X ... X {classname}."`` (CoOp's plac
 text; ``"a photo of a {classname}."`` when the context is initialised from words). The
 token-embedding rows before the context (SOS / [CLS]) and after it (class name, ".", EOT,
 padding) are frozen, so a training step only concatenates ``[prefix, ctx, suffix]`` and runs
-the text encoder. The rows are cut at the last EOT of the class set once, here, so every
-step feeds the encoder only the positions that matter (``Backbone.encode_text_embeddings``
-would cut them again; cutting first saves the splice over 77 positions).
+the text encoder; with one context for all classes, ``[prefix, ctx]`` is the same for every
+class and goes to ``Backbone.encode_prompts`` once, with the suffixes as per-class tails.
+The rows are cut at the last EOT of the class set once, here, so every step feeds the
+encoder only the positions that matter (``Backbone.encode_text_embeddings`` would cut them
+again; cutting first saves the splice over 77 positions).
 """
 
 from __future__ import annotations
@@ -55,14 +57,8 @@ class ClassPrompts:
         return len(self.classnames)
 
     def assemble(self, ctx: Tensor) -> Tensor:
-        """Prompt embeddings for context ``ctx``.
-
-        ``ctx`` [n, W] (one shared context) or [C, n, W] (class-specific) -> [C, L, W];
-        ``ctx`` [B, n, W] with ``per_image`` use :meth:`assemble_per_image`.
-        """
+        """Whole prompt embeddings [C, L, W] for a class-specific context ``ctx`` [C, n, W]."""
         n_classes = len(self)
-        if ctx.ndim == 2:
-            ctx = ctx.unsqueeze(0).expand(n_classes, -1, -1)
         if ctx.shape[:2] != (n_classes, self.n_ctx):
             raise ValueError(
                 f"context of shape {tuple(ctx.shape)} does not fit {n_classes} classes x "
@@ -70,15 +66,20 @@ class ClassPrompts:
             )
         return torch.cat([self.prefix, ctx.to(self.prefix.dtype), self.suffix], dim=1)
 
-    def assemble_per_image(self, ctx: Tensor) -> tuple[Tensor, TokenizedText]:
-        """CoCoOp: ctx [B, n, W] -> embeddings [B * C, L, W] and their tokens (B copies)."""
-        batch, n_classes = ctx.shape[0], len(self)
-        ctx = ctx.to(self.prefix.dtype).unsqueeze(1).expand(-1, n_classes, -1, -1)
-        prefix = self.prefix.unsqueeze(0).expand(batch, -1, -1, -1)
-        suffix = self.suffix.unsqueeze(0).expand(batch, -1, -1, -1)
-        embeddings = torch.cat([prefix, ctx, suffix], dim=2).flatten(0, 1)
-        tokens = TokenizedText(self.tokens.ids.repeat(batch, 1), self.tokens.eot.repeat(batch))
-        return embeddings, tokens
+    def shared_prefix(self, ctx: Tensor) -> Tensor:
+        """The rows every class shares, for ``Backbone.encode_prompts``.
+
+        ``ctx`` [n, W] (one context) or [G, n, W] (CoCoOp: one per image) -> [G, S, W], the
+        start token and the context; ``suffix`` is the per-class tail.
+        """
+        if ctx.ndim == 2:
+            ctx = ctx.unsqueeze(0)
+        if ctx.ndim != 3 or ctx.shape[1] != self.n_ctx:
+            raise ValueError(
+                f"context of shape {tuple(ctx.shape)} does not fit {self.n_ctx} context tokens"
+            )
+        start = self.prefix[0].expand(ctx.shape[0], -1, -1)  # the same rows for every class
+        return torch.cat([start, ctx.to(self.prefix.dtype)], dim=1)
 
 
 @torch.no_grad()
