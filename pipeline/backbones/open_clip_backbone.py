@@ -188,12 +188,13 @@ class OpenClipBackbone(Backbone):
             return super().encode_prompts(prefix, tail, tokens, truncate)
         rest = tokens.length - prefix.shape[1]
         with self.autocast():
-            return encode_with_shared_prefix(
+            pooled = encode_with_shared_prefix(
                 self.model,
                 prefix.to(self.device),
                 tail[:, :rest].to(self.device, prefix.dtype),
                 tokens.eot.to(self.device),
-            ).float()
+            )
+            return self._project_text(pooled).float()
 
     def _encode_text_embeddings(self, embeddings: Tensor, tokens: TokenizedText, truncate: bool):
         model = self.model
@@ -203,8 +204,13 @@ class OpenClipBackbone(Backbone):
         mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
         x = model.ln_final(model.transformer(x, attn_mask=mask))
         x = x[torch.arange(x.shape[0], device=x.device), tokens.eot.to(x.device)]
-        projection = model.text_projection
-        return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+        return self._project_text(x)
+
+    def _project_text(self, pooled: Tensor) -> Tensor:
+        projection = self.model.text_projection
+        if isinstance(projection, torch.nn.Linear):
+            return projection(pooled)
+        return pooled @ projection
 
     # ---- image ------------------------------------------------------------------------
     def encode_image(self, images: Tensor, visual_prompt: Tensor | None = None) -> Tensor:

@@ -4,9 +4,10 @@ A CoOp prompt is ``[SOS, ctx_1..ctx_M, <class name>, ".", EOT]``: its first ``1 
 are the same for every class. CLIP's text transformer is causal, so the hidden states of
 those rows never see what follows them and are the same for every class too; only the rows
 after them (the "tail") differ. The reference code runs all C prompts in full, so with
-CoOp's 16 context tokens about two thirds of the text encoder's work is the same rows
-computed C times over. Here the shared rows run once per group (one group for CoOp, one per
-image for CoCoOp) and each class's tail attends to the group's keys and values.
+CoOp's 16 context tokens (17 shared rows of 23 for the 15 classes of
+``bench/bench_prompt_tuning.py``) three quarters of the rows are computed C times over.
+Here the shared rows run once per group (one group for CoOp, one per image for CoCoOp) and
+each class's tail attends to the group's keys and values.
 
 Written by hand because no library splits a causal encoder's batch at a shared prefix (KV
 caches in generation libraries do the forward, but not for a prefix that is being trained).
@@ -48,12 +49,12 @@ def supports_shared_prefix(model: nn.Module) -> bool:
 def encode_with_shared_prefix(
     model: nn.Module, prefix: Tensor, tail: Tensor, eot: Tensor
 ) -> Tensor:
-    """Text features of the G x C prompts ``[prefix[g], tail[c]]``.
+    """Final-norm EOT states of the G x C prompts ``[prefix[g], tail[c]]``, before projection.
 
     ``prefix``: [G, S, W] embeddings of the shared rows; ``tail``: [C, R, W] embeddings of
     each class's remaining rows, cut after the last EOT; ``eot``: [C] index of each class's
-    EOT in the whole prompt (so ``eot >= S``). Returns [G, C, embed_dim], the same as
-    running every whole prompt through the encoder.
+    EOT in the whole prompt (so ``eot >= S``). Returns [G, C, W], the same as running every
+    whole prompt through the encoder.
     """
     groups, shared, _ = prefix.shape
     n_classes, rest, _ = tail.shape
@@ -64,22 +65,19 @@ def encode_with_shared_prefix(
     x_tail = (tail + positions[shared : shared + rest]).unsqueeze(0).expand(groups, -1, -1, -1)
     # Tail row r sees every prefix row and the tail rows up to itself (True = attend).
     tail_mask = torch.ones(rest, shared + rest, dtype=torch.bool, device=prefix.device)
-    tail_mask[:, shared:] = torch.ones(rest, rest, dtype=torch.bool, device=prefix.device).tril()
+    tail_mask = tail_mask.tril(shared)
     for block in model.transformer.resblocks:
         x_prefix, x_tail = _block(block, x_prefix, x_tail, tail_mask)
     x_tail = model.ln_final(x_tail)
     classes = torch.arange(n_classes, device=x_tail.device)
-    pooled = x_tail[:, classes, (eot - shared).to(x_tail.device)]
-    projection = model.text_projection
-    return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
+    return x_tail[:, classes, (eot - shared).to(x_tail.device)]
 
 
 def _block(block: nn.Module, x_prefix: Tensor, x_tail: Tensor, tail_mask: Tensor):
     """One ``ResidualAttentionBlock`` on prefix [G, S, W] and tail [G, C, R, W] rows."""
     attn = block.attn
-    heads = attn.num_heads
-    q_prefix, k_prefix, v_prefix = _heads(block.ln_1(x_prefix), attn, heads)  # [G, H, S, d]
-    q_tail, k_tail, v_tail = _heads(block.ln_1(x_tail), attn, heads)  # [G, C, H, R, d]
+    q_prefix, k_prefix, v_prefix = _heads(block.ln_1(x_prefix), attn)  # [G, H, S, d]
+    q_tail, k_tail, v_tail = _heads(block.ln_1(x_tail), attn)  # [G, C, H, R, d]
     prefix_out = F.scaled_dot_product_attention(q_prefix, k_prefix, v_prefix, is_causal=True)
     n_classes = x_tail.shape[1]
 
@@ -100,11 +98,11 @@ def _block(block: nn.Module, x_prefix: Tensor, x_tail: Tensor, tail_mask: Tensor
     return x_prefix, x_tail
 
 
-def _heads(x: Tensor, attn: nn.MultiheadAttention, heads: int):
+def _heads(x: Tensor, attn: nn.MultiheadAttention):
     """[..., T, W] -> q, k, v each [..., H, T, W // H] (MultiheadAttention's in-projection)."""
     qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
     *batch, length, _ = qkv.shape
-    qkv = qkv.view(*batch, length, 3, heads, -1).movedim(-3, 0).transpose(-3, -2)
+    qkv = qkv.view(*batch, length, 3, attn.num_heads, -1).movedim(-3, 0).transpose(-3, -2)
     return qkv[0], qkv[1], qkv[2]
 
 
