@@ -15,20 +15,23 @@ Runs, one process each, side by side in one invocation:
                     c-TF-IDF), UMAP seeded with each of --bertopic-seeds seeds from --seed:
                     numba's on-disk cache emptied before the first seed, so the first is a
                     cold fit (the anchor of ours_cold) and the later ones warm (the anchor of
-                    ours_warm); the pairs give how close BERTopic is to itself (ARI spread).
+                    ours_warm_*); the pairs give how close BERTopic is to itself (ARI spread).
                     Needs `pip install bertopic` (a bench-only dependency); without it the
                     same pipeline is rebuilt from umap/hdbscan/sklearn.
   ours_cold         pipeline.chc TopicModel (params.yaml-like defaults, --ours-* options) with
-                    numba's cache (NUMBA_CACHE_DIR) and, with --knn-cache, the k-NN cache emptied
-  ours_warm         (--ours-warm) the same again with both caches filled: a rerun of `topics`
-                    after a params change, the normal experiment loop
+                    numba's cache (NUMBA_CACHE_DIR) and, with --umap-cache, UMAP's cache emptied
+  ours_warm_layout  (--ours-warm) the same again, numba's cache and the k-NN graph kept, UMAP's
+                    output removed: a rerun of `topics` after a change to a UMAP layout param
+                    (min_dist, n_epochs, n_components, init)
+  ours_warm_cluster (--ours-warm) the same again with UMAP's output kept: a rerun after a change
+                    to topics.hdbscan or the topic-naming params (HDBSCAN and c-TF-IDF only)
 Printed: a row per run (seconds of the fit alone, CPU seconds and peak MB of the whole
 process, topics, noise fraction), the time/memory ratios against BERTopic, BERTopic's ARI
 against itself over every seed pair, and ours against each seed (noise counted as one label).
 
 Example (2 cores; bench/results/topics.txt was printed by this):
   python bench/bench_topics.py --wordnet wordnet/usr/share/wordnet --sizes 100000 \
-      --knn-cache .cache/bench_topics/knn_ours --ours-warm
+      --umap-cache .cache/bench_topics/umap_ours --ours-warm
 """
 
 from __future__ import annotations
@@ -167,16 +170,17 @@ def fit_ours(docs, embeddings, args):
             n_epochs=args.ours_epochs,
             init=args.ours_init,
             random_state=args.seed,
-            knn_cache=args.knn_cache,
+            cache=args.umap_cache,
         ),
         clusterer=make_clusterer(args.ours_backend, min_cluster_size=10),
         fit_sample_size=args.ours_sample,
     )
     result = model.fit(docs, embeddings)
-    cached = getattr(model.reducer, "last_fit_cached", None)
-    graph = {None: "", False: ", k-NN computed+cached", True: ", k-NN from cache"}[cached]
+    reused = ""
+    if args.umap_cache:
+        reused = f", {getattr(model.reducer, 'reused', None) or 'nothing'} from cache"
     return result.labels, (
-        f"ours ({args.ours_backend}, sample {args.ours_sample}, epochs {args.ours_epochs}{graph})"
+        f"ours ({args.ours_backend}, sample {args.ours_sample}, epochs {args.ours_epochs}{reused})"
     )
 
 
@@ -229,7 +233,7 @@ def run_one(method: str, size: int, args, seed: int, extra_env: dict | None = No
         ("--ours-sample", args.ours_sample),
         ("--ours-epochs", args.ours_epochs),
         ("--corpus-size", args.corpus_size),
-        ("--knn-cache", args.knn_cache),
+        ("--umap-cache", args.umap_cache),
     ):
         if value is not None:
             command += [flag, str(value)]
@@ -267,8 +271,9 @@ def ari(cache: Path, a: str, b: str, size: int) -> float:
 
 
 def bench_size(size: int, args) -> None:
-    """BERTopic under ``--bertopic-seeds`` UMAP seeds, ours cold (empty numba and k-NN caches)
-    and, with ``--ours-warm``, ours again with both caches filled: times, memory, ARI."""
+    """BERTopic under ``--bertopic-seeds`` UMAP seeds, ours cold (empty numba and UMAP caches)
+    and, with ``--ours-warm``, ours again as after a UMAP layout change (numba's cache and the
+    k-NN graph kept) and as after an HDBSCAN change (UMAP's output kept): times, memory, ARI."""
     cache = Path(args.cache)
     seeds = [args.seed + i for i in range(args.bertopic_seeds)]
     records = []
@@ -283,11 +288,14 @@ def bench_size(size: int, args) -> None:
     if "ours" not in args.methods.split(","):
         return
     numba_dir = cache / "numba_ours"
-    runs = ["ours_cold"] + (["ours_warm"] if args.ours_warm else [])
-    if args.knn_cache:
-        shutil.rmtree(args.knn_cache, ignore_errors=True)
+    runs = ["ours_cold"] + (["ours_warm_layout", "ours_warm_cluster"] if args.ours_warm else [])
+    if args.umap_cache:
+        shutil.rmtree(args.umap_cache, ignore_errors=True)
     shutil.rmtree(numba_dir, ignore_errors=True)
     for run in runs:
+        if run == "ours_warm_layout":  # as after a layout change: the graph kept, the output not
+            for output in Path(args.umap_cache or cache / "none").glob("umap_*.npy"):
+                output.unlink()
         record = run_one(run, size, args, args.seed, {"NUMBA_CACHE_DIR": str(numba_dir)})
         records.append(record)
         show(record, size)
@@ -300,12 +308,12 @@ def bench_size(size: int, args) -> None:
 
 
 def report_ratios(bertopic: list[dict], ours: list[dict], size: int) -> None:
-    """Like against like: ours_cold against BERTopic's first (cold) seed, ours_warm against
-    the mean of its later (warm) seeds."""
+    """Like against like: ours_cold against BERTopic's first (cold) seed, the warm reruns
+    against the mean of its later (warm) seeds."""
     cold = ("BERTopic cold", bertopic[:1])
     # one seed only: no warm BERTopic run, so the warm rerun is set against the cold one
     warm = ("BERTopic warm", bertopic[1:]) if len(bertopic) > 1 else cold
-    anchors = {"ours_cold": cold, "ours_warm": warm}
+    anchors = {"ours_cold": cold, "ours_warm_layout": warm, "ours_warm_cluster": warm}
     print(f"\nratios at {size} (time, peak memory, noise against the same BERTopic runs):")
     for record in ours:
         label, runs = anchors[record["method"]]
@@ -313,7 +321,7 @@ def report_ratios(bertopic: list[dict], ours: list[dict], size: int) -> None:
         peak = float(np.mean([r["peak_mb"] for r in runs]))
         noise = float(np.mean([r["noise"] for r in runs]))
         print(
-            f"  {record['method']:<10} vs {label:<14} ({seconds:6.1f} s): "
+            f"  {record['method']:<17} vs {label:<14} ({seconds:6.1f} s): "
             f"{seconds / record['seconds']:5.2f}x faster, "
             f"{record['peak_mb'] / peak:.2f}x memory, noise {record['noise'] - noise:+.3f}"
         )
@@ -338,7 +346,7 @@ def report_ari(cache: Path, names: list[str], runs: list[str], size: int) -> Non
 
 def show(record: dict, size: int) -> None:
     print(
-        f"{size:>8} {record['method']:<15} {record['seconds']:>8.1f} {record['cpu_s']:>8.1f} "
+        f"{size:>8} {record['method']:<17} {record['seconds']:>8.1f} {record['cpu_s']:>8.1f} "
         f"{record['peak_mb']:>8.0f} {record['topics']:>6} {record['noise']:>6.3f}  "
         f"{record['what']}",
         flush=True,
@@ -381,14 +389,14 @@ def main() -> None:
         help="bertopic, ours, or both (ours alone: ARI needs earlier labels)",
     )
     parser.add_argument(
-        "--knn-cache",
+        "--umap-cache",
         default=None,
-        help="ours: keep the k-NN graph here (emptied before the cold run)",
+        help="ours: topics.umap_cache, UMAP's output and k-NN graph (emptied before the cold run)",
     )
     parser.add_argument(
         "--ours-warm",
         action="store_true",
-        help="run ours a second time with the numba and k-NN caches filled",
+        help="rerun ours as after a UMAP layout change and as after an HDBSCAN change",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -406,7 +414,7 @@ def main() -> None:
     what = "WordNet glosses" if args.corpus == "wordnet" else "embedded kept captions"
     print(f"corpus: {len(captions)} {what}; threads {args.threads}")
     print(
-        f"{'size':>8} {'method':<15} {'seconds':>8} {'cpu_s':>8} {'peak_MB':>8} {'topics':>6} "
+        f"{'size':>8} {'method':<17} {'seconds':>8} {'cpu_s':>8} {'peak_MB':>8} {'topics':>6} "
         f"{'noise':>6}  what"
     )
     for size in [int(s) for s in args.sizes.split(",")]:

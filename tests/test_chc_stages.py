@@ -42,7 +42,7 @@ PARAMS = {
             "n_epochs": 200,
             "init": "spectral",
         },
-        "knn_cache": None,
+        "umap_cache": None,
         "hdbscan": {"min_cluster_size": 8, "min_samples": None, "cluster_selection_method": "eom"},
         "stop_words": "english",
         "min_topics": 3,

@@ -201,7 +201,7 @@ def test_params_are_checked_by_key():
                 "n_epochs": None,
                 "init": "spectral",
             },
-            "knn_cache": None,
+            "umap_cache": None,
             "hdbscan": {
                 "min_cluster_size": 1,
                 "min_samples": None,
@@ -227,12 +227,12 @@ def test_params_are_checked_by_key():
     assert built.reducer.n_neighbors == 15 and built.clusterer.min_cluster_size == 10
     assert built.min_topics == 2
     assert type(built.reducer).__name__ == "UMAP"
-    params["topics"]["knn_cache"] = 3
-    with pytest.raises(ParamError, match="topics.knn_cache"):
+    params["topics"]["umap_cache"] = 3
+    with pytest.raises(ParamError, match="topics.umap_cache"):
         topic_model_from_params(params)
-    params["topics"]["knn_cache"] = "some/folder"
+    params["topics"]["umap_cache"] = "some/folder"
     cached = topic_model_from_params(params, embedder=FakeEmbedder(None)).reducer
-    assert type(cached).__name__ == "CachedKnnUMAP" and str(cached.cache_dir) == "some/folder"
+    assert type(cached).__name__ == "CachedUMAP" and str(cached.cache_dir) == "some/folder"
     assert cached.n_neighbors == 15 and cached.options["min_dist"] == 0.0
 
 

@@ -52,13 +52,13 @@ def make_reducer(
     init: str = "spectral",
     low_memory: bool = True,
     verbose: bool = False,
-    knn_cache: str | None = None,
+    cache: str | None = None,
 ):
     """UMAP with BERTopic's settings by default. ``random_state`` pins the layout (and makes
     umap-learn single-threaded, the price of identical output twice in a row).
     ``n_epochs=None`` is umap-learn's default (200 above 10k points, else 500).
-    ``knn_cache``: a folder keeping the k-NN graph between fits (``CachedKnnUMAP``, the same
-    layout as a plain UMAP); used on the CPU with a seed, ignored otherwise."""
+    ``cache``: a folder keeping UMAP's output and k-NN graph between fits (``CachedUMAP``,
+    the same output as a plain UMAP); used on the CPU with a seed, ignored otherwise."""
     options = dict(
         n_components=n_components,
         n_neighbors=n_neighbors,
@@ -77,10 +77,10 @@ def make_reducer(
 
     # A seeded umap-learn runs on one thread anyway; saying so silences its warning.
     n_jobs = 1 if random_state is not None else -1
-    if knn_cache is not None and random_state is not None:
-        from .knn import CachedKnnUMAP
+    if cache is not None and random_state is not None:
+        from .umap_cache import CachedUMAP
 
-        return CachedKnnUMAP(knn_cache, low_memory=low_memory, n_jobs=n_jobs, **options)
+        return CachedUMAP(cache, low_memory=low_memory, n_jobs=n_jobs, **options)
     return UMAP(low_memory=low_memory, n_jobs=n_jobs, **options)
 
 

@@ -62,7 +62,7 @@ def topic_model_from_params(params: dict[str, Any], embedder=None) -> TopicModel
 
 
 def _reducer_from_params(params: dict[str, Any], backend: str):
-    """UMAP of ``topics.umap`` (and ``topics.knn_cache``) on ``backend``."""
+    """UMAP of ``topics.umap`` (and ``topics.umap_cache``) on ``backend``."""
     metric = get(params, "topics.umap.metric")
     if not isinstance(metric, str):
         raise ParamError(f"params.yaml: topics.umap.metric = {metric!r} must be a metric name")
@@ -83,7 +83,7 @@ def _reducer_from_params(params: dict[str, Any], backend: str):
         init=check_choice(
             "topics.umap.init", get(params, "topics.umap.init"), ("spectral", "random", "pca")
         ),
-        knn_cache=_optional_folder(params, "topics.knn_cache"),
+        cache=_optional_folder(params, "topics.umap_cache"),
     )
 
 

@@ -69,24 +69,38 @@ def topics_summary(result: TopicResult, num_pairs: int) -> dict:
 
 
 def plot_fitted_map(
-    result: TopicResult, max_points: int, random_state: int, path: str | Path
+    result: TopicResult,
+    max_points: int,
+    random_state: int,
+    path: str | Path,
+    cache: str | Path | None = None,
 ) -> None:
     """The topic map of at most ``max_points`` of the fitted captions (a seeded sample, kept
-    in fit order), laid out in 2-D from their UMAP coordinates."""
+    in fit order), laid out in 2-D from their UMAP coordinates (kept in ``cache``, if given,
+    like the fit's own UMAP: a rerun after an HDBSCAN change draws the same map at once)."""
     rng = np.random.default_rng(random_state)
     shown = np.sort(rng.permutation(len(result.fit_index))[:max_points])
-    xy = map_2d(result.reduced[shown], random_state=random_state)
+    xy = map_2d(result.reduced[shown], random_state=random_state, cache=cache)
     plot_topic_map(xy, result.labels[result.fit_index[shown]], result.topic_words, path)
 
 
-def map_2d(reduced: np.ndarray, random_state: int = 0, n_neighbors: int = 15) -> np.ndarray:
+def map_2d(
+    reduced: np.ndarray,
+    random_state: int = 0,
+    n_neighbors: int = 15,
+    cache: str | Path | None = None,
+) -> np.ndarray:
     """2-D UMAP of the (already reduced) coordinates, for the topic map only."""
     from umap import UMAP
 
+    from .umap_cache import CachedUMAP
+
     n_neighbors = max(2, min(n_neighbors, len(reduced) - 1))
-    return UMAP(
+    options = dict(
         n_components=2, n_neighbors=n_neighbors, min_dist=0.1, n_jobs=1, random_state=random_state
-    ).fit_transform(reduced)
+    )
+    reducer = UMAP(**options) if cache is None else CachedUMAP(cache, **options)
+    return reducer.fit_transform(reduced)
 
 
 def plot_topic_map(

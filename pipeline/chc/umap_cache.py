@@ -1,0 +1,155 @@
+"""UMAP whose output and k-nearest-neighbour graph are kept on disk between fits.
+
+A rerun of `topics` after a params change (the normal experiment loop) need not compute again
+what those params do not touch (README "Speed"):
+
+* **the output**, when no UMAP param changed (a change to ``topics.hdbscan`` or the
+  topic-naming params): keyed by the embeddings, every UMAP option, and what the layout's bits
+  depend on beyond them (the umap-learn, pynndescent and numba versions and the CPU numba
+  compiles for);
+* **the k-NN graph**, when only layout params changed (``n_components``, ``min_dist``,
+  ``n_epochs``, ``init``): umap-learn's fit spends its first phase on NN-descent (pynndescent),
+  and that graph depends only on the embeddings, ``n_neighbors``, ``metric``, ``low_memory``
+  and the seed. ``CachedUMAP`` computes it exactly as ``UMAP.fit`` would (the same
+  ``umap.umap_.nearest_neighbors`` call on the same ``RandomState``), stores it with the state
+  that random generator is left in, and on a later fit hands both to UMAP (``precomputed_knn``
+  and a ``RandomState`` at that state), so the layout draws the random numbers it would have
+  drawn after its own NN search.
+
+Either way the result is bit for bit a plain seeded ``UMAP.fit_transform``
+(tests/test_umap_cache.py proves it). Files are written under a temporary name and renamed,
+so an interrupted fit never leaves half a file under the real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: below this many rows umap-learn computes exact distances instead of NN-descent
+SMALL_DATA = 4096
+
+
+class CachedUMAP:
+    """A seeded umap-learn ``UMAP`` (``options`` as its keyword arguments) whose output and
+    k-NN graph are cached under ``cache_dir``. Needs an integer ``random_state`` (both keys
+    hold it). ``reused`` says what the last fit read from disk: ``"output"``,
+    ``"k-NN graph"`` or ``None`` (nothing)."""
+
+    def __init__(self, cache_dir: str | Path, **options) -> None:
+        if not isinstance(options.get("random_state"), int):
+            raise ValueError("CachedUMAP needs an integer random_state (topics.umap)")
+        self.cache_dir = Path(cache_dir)
+        self.options = options
+        self.n_neighbors = options.get("n_neighbors", 15)
+        self.reused: str | None = None
+
+    def fit_transform(self, X: np.ndarray) -> np.ndarray:
+        from umap import UMAP
+
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        data = _digest(X)
+        output = self.cache_dir / f"umap_{self.output_key(data)}.npy"
+        if output.exists():
+            self.reused = "output"
+            return np.load(output, allow_pickle=False)
+        self.reused = None
+        if len(X) < SMALL_DATA:  # umap-learn's exact path: no NN-descent to save
+            embedding = UMAP(**self.options).fit_transform(X)
+        else:
+            indices, distances, rng = self._graph(X, data)
+            knn = dict(precomputed_knn=(indices, distances))
+            embedding = UMAP(**{**self.options, "random_state": rng}, **knn).fit_transform(X)
+        _save(output, lambda partial: np.save(partial, embedding))
+        return embedding
+
+    def graph_key(self, data: hashlib._Hash) -> str:
+        """Key of the k-NN graph: the embeddings' digest and what NN-descent reads."""
+        parts = [
+            self.n_neighbors,
+            self.options.get("metric", "euclidean"),
+            self.options.get("low_memory", True),
+            self.options["random_state"],
+        ]
+        return _key(data, parts + _environment())
+
+    def output_key(self, data: hashlib._Hash) -> str:
+        """Key of the output: the embeddings' digest and every UMAP option."""
+        return _key(data, [sorted(self.options.items())] + _environment())
+
+    def _graph(self, X: np.ndarray, data: hashlib._Hash):
+        """(indices, distances, RandomState after the NN search), from disk or computed."""
+        path = self.cache_dir / f"knn_{self.graph_key(data)}.npz"
+        rng = np.random.RandomState(self.options["random_state"])
+        if path.exists():
+            stored = np.load(path, allow_pickle=False)
+            rng.set_state(
+                (
+                    "MT19937",
+                    stored["mt_keys"],
+                    int(stored["mt_pos"]),
+                    int(stored["has_gauss"]),
+                    float(stored["cached_gaussian"]),
+                )
+            )
+            self.reused = "k-NN graph"
+            return stored["indices"], stored["distances"], rng
+        from umap.umap_ import nearest_neighbors
+
+        indices, distances, _ = nearest_neighbors(
+            X,
+            self.n_neighbors,
+            self.options.get("metric", "euclidean"),
+            {},
+            False,  # angular_rp_forest: UMAP's default
+            rng,
+            self.options.get("low_memory", True),
+            use_pynndescent=True,
+            n_jobs=self.options.get("n_jobs", 1),
+            verbose=self.options.get("verbose", False),
+        )
+        _, keys, pos, has_gauss, gaussian = rng.get_state()
+        graph = dict(indices=indices, distances=distances, mt_keys=keys, mt_pos=pos)
+        graph.update(has_gauss=has_gauss, cached_gaussian=gaussian)
+        _save(path, lambda partial: np.savez(partial, **graph))
+        log.info("topics: k-NN graph cached in %s", path)
+        return indices, distances, rng
+
+
+def _digest(X: np.ndarray) -> hashlib._Hash:
+    digest = hashlib.sha256(X.tobytes())
+    digest.update(repr(X.shape).encode())
+    return digest
+
+
+def _key(data: hashlib._Hash, parts: list) -> str:
+    digest = data.copy()
+    for part in parts:
+        digest.update(repr(part).encode())
+    return digest.hexdigest()[:24]
+
+
+def _environment() -> list[str]:
+    """What the bits of NN-descent and the layout depend on beyond the inputs: the library
+    versions and the CPU numba compiles for (README "Same params, same bytes")."""
+    import llvmlite.binding
+    import numba
+    import pynndescent
+    import umap
+
+    cpu = os.environ.get("NUMBA_CPU_NAME") or llvmlite.binding.get_host_cpu_name()
+    return [umap.__version__, pynndescent.__version__, numba.__version__, cpu]
+
+
+def _save(path: Path, write) -> None:
+    """``write(partial)`` then rename, so no reader ever sees half a file under ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    write(partial)
+    partial.replace(path)
