@@ -293,8 +293,8 @@ def bench_size(size: int, args) -> None:
         shutil.rmtree(args.umap_cache, ignore_errors=True)
     shutil.rmtree(numba_dir, ignore_errors=True)
     for run in runs:
-        if run == "ours_warm_layout":  # as after a layout change: the graph kept, the output not
-            for output in Path(args.umap_cache or cache / "none").glob("umap_*.npy"):
+        if run == "ours_warm_layout" and args.umap_cache:  # the graph kept, the output not
+            for output in Path(args.umap_cache).glob("umap_*.npy"):
                 output.unlink()
         record = run_one(run, size, args, args.seed, {"NUMBA_CACHE_DIR": str(numba_dir)})
         records.append(record)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,6 @@ class CachedUMAP:
         self.reused: str | None = None
 
     def fit_transform(self, X: np.ndarray) -> np.ndarray:
-        from umap import UMAP
-
         X = np.ascontiguousarray(X, dtype=np.float32)
         data = _digest(X)
         output = self.cache_dir / f"umap_{self.output_key(data)}.npy"
@@ -60,6 +59,8 @@ class CachedUMAP:
             self.reused = "output"
             return np.load(output, allow_pickle=False)
         self.reused = None
+        from umap import UMAP  # here, not above: a read output needs neither umap nor numba
+
         if len(X) < SMALL_DATA:  # umap-learn's exact path: no NN-descent to save
             embedding = UMAP(**self.options).fit_transform(X)
         else:
@@ -137,14 +138,12 @@ def _key(data: hashlib._Hash, parts: list) -> str:
 
 def _environment() -> list[str]:
     """What the bits of NN-descent and the layout depend on beyond the inputs: the library
-    versions and the CPU numba compiles for (README "Same params, same bytes")."""
+    versions (read from the installed metadata, without importing them) and the CPU numba
+    compiles for (README "Same params, same bytes")."""
     import llvmlite.binding
-    import numba
-    import pynndescent
-    import umap
 
     cpu = os.environ.get("NUMBA_CPU_NAME") or llvmlite.binding.get_host_cpu_name()
-    return [umap.__version__, pynndescent.__version__, numba.__version__, cpu]
+    return [version(name) for name in ("umap-learn", "pynndescent", "numba")] + [cpu]
 
 
 def _save(path: Path, write) -> None:
