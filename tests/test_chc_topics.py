@@ -248,3 +248,16 @@ def test_backend_choice_and_fallback(monkeypatch, caplog):
     monkeypatch.setattr(backends, "cuml_available", lambda: True)
     assert backends.resolve_backend("auto") == "cuml"
     assert backends.resolve_backend("cpu") == "cpu"
+
+
+def test_clusterer_labels_equal_hdbscan_defaults():
+    """make_clusterer sets hdbscan's core-distance workers to the CPU count: same labels."""
+    from hdbscan import HDBSCAN
+
+    rng = np.random.default_rng(3)
+    X = np.concatenate(
+        [rng.normal(c, 0.3, (150, 5)) for c in (0, 3, 6)] + [rng.uniform(-2, 8, (60, 5))]
+    )
+    expected = HDBSCAN(min_cluster_size=10, metric="euclidean").fit(X).labels_
+    np.testing.assert_array_equal(make_clusterer(min_cluster_size=10).fit(X).labels_, expected)
+    assert expected.max() >= 2 and (expected == -1).any()

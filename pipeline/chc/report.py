@@ -91,15 +91,21 @@ def map_2d(
     cache: str | Path | None = None,
 ) -> np.ndarray:
     """2-D UMAP of the (already reduced) coordinates, for the topic map only."""
-    from umap import UMAP
-
     from .umap_cache import CachedUMAP
 
     n_neighbors = max(2, min(n_neighbors, len(reduced) - 1))
     options = dict(
         n_components=2, n_neighbors=n_neighbors, min_dist=0.1, n_jobs=1, random_state=random_state
     )
-    reducer = UMAP(**options) if cache is None else CachedUMAP(cache, **options)
+    if cache is None:
+        from umap import UMAP
+
+        from .numba_kernels import cache_kernels
+
+        cache_kernels()
+        reducer = UMAP(**options)
+    else:
+        reducer = CachedUMAP(cache, **options)
     return reducer.fit_transform(reduced)
 
 

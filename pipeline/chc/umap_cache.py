@@ -61,6 +61,10 @@ class CachedUMAP:
         self.reused = None
         from umap import UMAP  # here, not above: a read output needs neither umap nor numba
 
+        from .numba_kernels import cache_kernels
+
+        cache_kernels()
+
         if len(X) < SMALL_DATA:  # umap-learn's exact path: no NN-descent to save
             embedding = UMAP(**self.options).fit_transform(X)
         else:
