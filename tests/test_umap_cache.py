@@ -45,16 +45,28 @@ def test_cold_graph_and_output_reuse_equal_plain_umap(tmp_path):
     again = reducer.fit_transform(X)
     assert reducer.reused == "output"
     np.testing.assert_array_equal(again, expected)
-    # the output gone, the graph kept: the layout is computed again, equal
+    # the output gone, the graph and the initial layout kept: the SGD runs again, equal
+    assert len(list(tmp_path.glob("init_*.npz"))) == 1
     next(tmp_path.glob("umap_*.npy")).unlink()
+    warm = reducer.fit_transform(X)
+    assert reducer.reused == "k-NN graph and init"
+    np.testing.assert_array_equal(warm, expected)
+    # the init gone too: computed again from the graph, equal
+    for path in [*tmp_path.glob("umap_*.npy"), *tmp_path.glob("init_*.npz")]:
+        path.unlink()
     warm = reducer.fit_transform(X)
     assert reducer.reused == "k-NN graph"
     np.testing.assert_array_equal(warm, expected)
-    # a layout-only change (min_dist) reuses the graph and still equals its plain UMAP
+    # an SGD-only change (min_dist) reuses graph and init and still equals its plain UMAP
     changed = CachedUMAP(tmp_path, **{**OPTIONS, "min_dist": 0.1})
     layout = changed.fit_transform(X)
-    assert changed.reused == "k-NN graph"
+    assert changed.reused == "k-NN graph and init"
     np.testing.assert_array_equal(layout, plain(X, min_dist=0.1))
+    # n_epochs prunes the graph before the init: the graph only, and equal
+    changed = CachedUMAP(tmp_path, **{**OPTIONS, "n_epochs": 25})
+    layout = changed.fit_transform(X)
+    assert changed.reused == "k-NN graph"
+    np.testing.assert_array_equal(layout, plain(X, n_epochs=25))
     assert not list(tmp_path.glob("*.tmp.*"))  # no partial file left behind
 
 
@@ -75,15 +87,19 @@ def test_keys_change_with_what_they_depend_on(tmp_path):
 
     def keys(**changes):
         reducer = CachedUMAP(tmp_path, **{**OPTIONS, **changes})
-        return reducer.graph_key(data), reducer.output_key(data)
+        return reducer.graph_key(data), reducer.init_key(data), reducer.output_key(data)
 
-    graph, output = keys()
-    for layout_only in ({"min_dist": 0.5}, {"n_components": 5}, {"n_epochs": 20}):
-        changed_graph, changed_output = keys(**layout_only)
-        assert changed_graph == graph and changed_output != output, layout_only
-    for both in ({"n_neighbors": 11}, {"random_state": 8}, {"metric": "euclidean"}):
-        changed_graph, changed_output = keys(**both)
-        assert changed_graph != graph and changed_output != output, both
+    graph, init, output = keys()
+    for sgd_only in ({"min_dist": 0.5}, {"learning_rate": 0.5}, {"negative_sample_rate": 3}):
+        assert keys(**sgd_only)[:2] == (graph, init) and keys(**sgd_only)[2] != output, sgd_only
+    for layout in ({"n_components": 5}, {"n_epochs": 20}, {"init": "pca"}):
+        changed_graph, changed_init, changed_output = keys(**layout)
+        assert changed_graph == graph and changed_init != init, layout
+        assert changed_output != output, layout
+    for every in ({"n_neighbors": 11}, {"random_state": 8}, {"metric": "euclidean"}):
+        changed_graph, changed_init, changed_output = keys(**every)
+        assert changed_graph != graph and changed_init != init, every
+        assert changed_output != output, every
     other = X.copy()
     other[0, 0] += 1e-3
     reducer = CachedUMAP(tmp_path, **OPTIONS)

@@ -14,9 +14,13 @@ what those params do not touch (README "Speed"):
   ``umap.umap_.nearest_neighbors`` call on the same ``RandomState``), stores it with the state
   that random generator is left in, and on a later fit hands both to UMAP (``precomputed_knn``
   and a ``RandomState`` at that state), so the layout draws the random numbers it would have
-  drawn after its own NN search.
+  drawn after its own NN search;
+* **the initial layout** (spectral init, ~7 s at 100k), when only options that act on the SGD
+  alone changed (``LAYOUT_ONLY``: ``min_dist``, ``spread``, ``learning_rate``, ...): kept with
+  the generator's state after it and handed back to UMAP as an array ``init``. ``n_epochs``
+  is not among them: umap-learn prunes the graph's weakest edges by it before the init.
 
-Either way the result is bit for bit a plain seeded ``UMAP.fit_transform``
+Every way the result is bit for bit a plain seeded ``UMAP.fit_transform``
 (tests/test_umap_cache.py proves it). Files are written under a temporary name and renamed,
 so an interrupted fit never leaves half a file under the real name.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -36,12 +41,18 @@ log = logging.getLogger(__name__)
 #: below this many rows umap-learn computes exact distances instead of NN-descent
 SMALL_DATA = 4096
 
+#: UMAP options that act on the SGD only, not on the k-NN graph or the initial layout
+LAYOUT_ONLY = frozenset(
+    {"min_dist", "spread", "a", "b", "learning_rate", "negative_sample_rate"}
+    | {"repulsion_strength", "verbose"}
+)
+
 
 class CachedUMAP:
     """A seeded umap-learn ``UMAP`` (``options`` as its keyword arguments) whose output and
     k-NN graph are cached under ``cache_dir``. Needs an integer ``random_state`` (both keys
     hold it). ``reused`` says what the last fit read from disk: ``"output"``,
-    ``"k-NN graph"`` or ``None`` (nothing)."""
+    ``"k-NN graph and init"``, ``"k-NN graph"`` or ``None`` (nothing)."""
 
     def __init__(self, cache_dir: str | Path, **options) -> None:
         if not isinstance(options.get("random_state"), int):
@@ -70,7 +81,7 @@ class CachedUMAP:
         else:
             indices, distances, rng = self._graph(X, data)
             knn = dict(precomputed_knn=(indices, distances))
-            embedding = UMAP(**{**self.options, "random_state": rng}, **knn).fit_transform(X)
+            embedding = self._fit_from_graph(UMAP, X, data, rng, knn)
         _save(output, lambda partial: np.save(partial, embedding))
         return embedding
 
@@ -88,23 +99,38 @@ class CachedUMAP:
         """Key of the output: the embeddings' digest and every UMAP option."""
         return _key(data, [sorted(self.options.items())] + _environment())
 
+    def init_key(self, data: hashlib._Hash) -> str:
+        """Key of the initial layout: the graph's key and every option but the layout-only."""
+        kept = sorted((k, v) for k, v in self.options.items() if k not in LAYOUT_ONLY)
+        return _key(data, [self.graph_key(data), kept])
+
+    def _fit_from_graph(self, UMAP, X: np.ndarray, data: hashlib._Hash, rng, knn) -> np.ndarray:
+        """UMAP on the k-NN graph, its initial layout read from disk where only layout-only
+        options changed since it was kept (a given array init then stands in for it, with the
+        random generator at the state the init would have left it in), else kept."""
+        path = self.cache_dir / f"init_{self.init_key(data)}.npz"
+        if path.exists():
+            stored = np.load(path, allow_pickle=False)
+            self.reused = "k-NN graph and init"
+            options = {**self.options, "init": stored["init"], "random_state": _generator(stored)}
+            return UMAP(**options, **knn).fit_transform(X)
+        with _captured_init() as captured:
+            embedding = UMAP(**{**self.options, "random_state": rng}, **knn).fit_transform(X)
+        if len(captured) == 1:  # spectral, tswspectral or pca: computed once, as expected
+            init, state = captured[0]
+            # UMAP jitters a given init that has repeated rows: that one cannot stand in
+            if len(np.unique(init, axis=0)) == len(init):
+                _save(path, lambda partial: np.savez(partial, init=init, **state))
+        return embedding
+
     def _graph(self, X: np.ndarray, data: hashlib._Hash):
         """(indices, distances, RandomState after the NN search), from disk or computed."""
         path = self.cache_dir / f"knn_{self.graph_key(data)}.npz"
-        rng = np.random.RandomState(self.options["random_state"])
         if path.exists():
             stored = np.load(path, allow_pickle=False)
-            rng.set_state(
-                (
-                    "MT19937",
-                    stored["mt_keys"],
-                    int(stored["mt_pos"]),
-                    int(stored["has_gauss"]),
-                    float(stored["cached_gaussian"]),
-                )
-            )
             self.reused = "k-NN graph"
-            return stored["indices"], stored["distances"], rng
+            return stored["indices"], stored["distances"], _generator(stored)
+        rng = np.random.RandomState(self.options["random_state"])
         from umap.umap_ import nearest_neighbors
 
         indices, distances, _ = nearest_neighbors(
@@ -119,12 +145,54 @@ class CachedUMAP:
             n_jobs=self.options.get("n_jobs", 1),
             verbose=self.options.get("verbose", False),
         )
-        _, keys, pos, has_gauss, gaussian = rng.get_state()
-        graph = dict(indices=indices, distances=distances, mt_keys=keys, mt_pos=pos)
-        graph.update(has_gauss=has_gauss, cached_gaussian=gaussian)
+        graph = dict(indices=indices, distances=distances, **_state(rng))
         _save(path, lambda partial: np.savez(partial, **graph))
         log.info("topics: k-NN graph cached in %s", path)
         return indices, distances, rng
+
+
+def _state(rng: np.random.RandomState) -> dict:
+    _, keys, pos, has_gauss, gaussian = rng.get_state()
+    return dict(mt_keys=keys, mt_pos=pos, has_gauss=has_gauss, cached_gaussian=gaussian)
+
+
+def _generator(stored) -> np.random.RandomState:
+    """A RandomState at the state ``_state`` stored."""
+    rng = np.random.RandomState()
+    rng.set_state(
+        (
+            "MT19937",
+            stored["mt_keys"],
+            int(stored["mt_pos"]),
+            int(stored["has_gauss"]),
+            float(stored["cached_gaussian"]),
+        )
+    )
+    return rng
+
+
+@contextmanager
+def _captured_init():
+    """Records each (initial layout, random-generator state after it) umap-learn computes.
+
+    umap-learn has no hook between its initial layout and the SGD that follows, and computes
+    the layout inside ``simplicial_set_embedding``; every non-random init ends in
+    ``noisy_scale_coords`` (scale to [-10, 10] plus seeded noise), so its result and the
+    generator after it are the whole state the SGD starts from."""
+    import umap.umap_ as umap_module
+
+    original, captured = umap_module.noisy_scale_coords, []
+
+    def recording(coords, random_state, *args, **kwargs):
+        result = original(coords, random_state, *args, **kwargs)
+        captured.append((result.copy(), _state(random_state)))
+        return result
+
+    umap_module.noisy_scale_coords = recording
+    try:
+        yield captured
+    finally:
+        umap_module.noisy_scale_coords = original
 
 
 def _digest(X: np.ndarray) -> hashlib._Hash:
