@@ -20,11 +20,15 @@ Runs, one process each, side by side in one invocation:
                     same pipeline is rebuilt from umap/hdbscan/sklearn.
   ours_cold         pipeline.chc TopicModel (params.yaml-like defaults, --ours-* options) with
                     numba's cache (NUMBA_CACHE_DIR) and, with --umap-cache, UMAP's cache emptied
-  ours_warm_layout  (--ours-warm) the same again, numba's cache and the k-NN graph kept, UMAP's
-                    output removed: a rerun of `topics` after a change to a UMAP layout param
-                    (min_dist, n_epochs, n_components, init)
-  ours_warm_cluster (--ours-warm) the same again with UMAP's output kept: a rerun after a change
-                    to topics.hdbscan or the topic-naming params (HDBSCAN and c-TF-IDF only)
+  ours_warm_*       (--ours-warm) the same again in this order, numba's cache kept, each run
+                    finding in UMAP's cache (--umap-cache) what a rerun of `topics` after one
+                    kind of change would find there:
+    ours_warm_new      nothing: new captions or embeddings
+    ours_warm_layout   the k-NN graph: a change to n_epochs, n_components or init
+    ours_warm_min_dist the k-NN graph and the initial layout: a change to min_dist (or spread,
+                       learning_rate, negative_sample_rate, repulsion_strength)
+    ours_warm_cluster  UMAP's output too: a change to topics.hdbscan or the topic-naming params
+                       (HDBSCAN and c-TF-IDF only)
 Printed: a row per run (seconds of the fit alone, CPU seconds and peak MB of the whole
 process, topics, noise fraction), the time/memory ratios against BERTopic, BERTopic's ARI
 against itself over every seed pair, and ours against each seed (noise counted as one label).
@@ -88,14 +92,22 @@ def corpus(
         captions_file.write_text(json.dumps(glosses))
     captions = json.loads(captions_file.read_text())
     if not vectors.exists():
-        import torch
-
-        from pipeline.chc.embed import SentenceEmbedder
-
-        torch.set_num_threads(2)
         print(f"embedding {len(captions)} glosses once (slow on 2 cores) -> {vectors}")
-        np.save(vectors, SentenceEmbedder(batch_size=128).encode(captions))
+        # in a child: Linux keeps a process's peak memory across fork and exec, so every fit
+        # forked from this process would report the model's peak as its own
+        command = [sys.executable, __file__, "--embed", str(captions_file), str(vectors)]
+        subprocess.run(command, check=True)
     return captions, vectors
+
+
+def embed(captions_file: Path, vectors: Path) -> None:
+    import torch
+
+    from pipeline.chc.embed import SentenceEmbedder
+
+    torch.set_num_threads(2)
+    captions = json.loads(Path(captions_file).read_text())
+    np.save(vectors, SentenceEmbedder(batch_size=128).encode(captions))
 
 
 def subset(captions: list[str], vectors: Path, size: int, jitter: float, seed: int = 0):
@@ -207,6 +219,15 @@ def worker(args) -> None:
     )
 
 
+#: the warm reruns in order, each with what it finds removed from UMAP's cache (file patterns)
+WARM_RUNS = {
+    "ours_warm_new": ("*",),
+    "ours_warm_layout": ("umap_*.npy", "init_*.npz"),
+    "ours_warm_min_dist": ("umap_*.npy",),
+    "ours_warm_cluster": (),
+}
+
+
 def run_one(method: str, size: int, args, seed: int, extra_env: dict | None = None) -> dict:
     """One fit in a fresh process: its time, and its whole-process peak memory (ru_maxrss)."""
     command = [
@@ -272,8 +293,8 @@ def ari(cache: Path, a: str, b: str, size: int) -> float:
 
 def bench_size(size: int, args) -> None:
     """BERTopic under ``--bertopic-seeds`` UMAP seeds, ours cold (empty numba and UMAP caches)
-    and, with ``--ours-warm``, ours again as after a UMAP layout change (numba's cache and the
-    k-NN graph kept) and as after an HDBSCAN change (UMAP's output kept): times, memory, ARI."""
+    and, with ``--ours-warm``, ours again as after each kind of change (``WARM_RUNS``): times,
+    memory, ARI."""
     cache = Path(args.cache)
     seeds = [args.seed + i for i in range(args.bertopic_seeds)]
     records = []
@@ -288,14 +309,14 @@ def bench_size(size: int, args) -> None:
     if "ours" not in args.methods.split(","):
         return
     numba_dir = cache / "numba_ours"
-    runs = ["ours_cold"] + (["ours_warm_layout", "ours_warm_cluster"] if args.ours_warm else [])
+    runs = ["ours_cold"] + (list(WARM_RUNS) if args.ours_warm else [])
     if args.umap_cache:
         shutil.rmtree(args.umap_cache, ignore_errors=True)
     shutil.rmtree(numba_dir, ignore_errors=True)
     for run in runs:
-        if run == "ours_warm_layout" and args.umap_cache:  # the graph kept, the output not
-            for output in Path(args.umap_cache).glob("umap_*.npy"):
-                output.unlink()
+        for pattern in WARM_RUNS.get(run, ()) if args.umap_cache else ():
+            for kept in Path(args.umap_cache).glob(pattern):
+                kept.unlink()
         record = run_one(run, size, args, args.seed, {"NUMBA_CACHE_DIR": str(numba_dir)})
         records.append(record)
         show(record, size)
@@ -313,7 +334,7 @@ def report_ratios(bertopic: list[dict], ours: list[dict], size: int) -> None:
     cold = ("BERTopic cold", bertopic[:1])
     # one seed only: no warm BERTopic run, so the warm rerun is set against the cold one
     warm = ("BERTopic warm", bertopic[1:]) if len(bertopic) > 1 else cold
-    anchors = {"ours_cold": cold, "ours_warm_layout": warm, "ours_warm_cluster": warm}
+    anchors = {"ours_cold": cold, **{run: warm for run in WARM_RUNS}}
     print(f"\nratios at {size} (time, peak memory, noise against the same BERTopic runs):")
     for record in ours:
         label, runs = anchors[record["method"]]
@@ -321,7 +342,7 @@ def report_ratios(bertopic: list[dict], ours: list[dict], size: int) -> None:
         peak = float(np.mean([r["peak_mb"] for r in runs]))
         noise = float(np.mean([r["noise"] for r in runs]))
         print(
-            f"  {record['method']:<17} vs {label:<14} ({seconds:6.1f} s): "
+            f"  {record['method']:<18} vs {label:<14} ({seconds:6.1f} s): "
             f"{seconds / record['seconds']:5.2f}x faster, "
             f"{record['peak_mb'] / peak:.2f}x memory, noise {record['noise'] - noise:+.3f}"
         )
@@ -346,7 +367,7 @@ def report_ari(cache: Path, names: list[str], runs: list[str], size: int) -> Non
 
 def show(record: dict, size: int) -> None:
     print(
-        f"{size:>8} {record['method']:<17} {record['seconds']:>8.1f} {record['cpu_s']:>8.1f} "
+        f"{size:>8} {record['method']:<18} {record['seconds']:>8.1f} {record['cpu_s']:>8.1f} "
         f"{record['peak_mb']:>8.0f} {record['topics']:>6} {record['noise']:>6.3f}  "
         f"{record['what']}",
         flush=True,
@@ -396,9 +417,10 @@ def main() -> None:
     parser.add_argument(
         "--ours-warm",
         action="store_true",
-        help="rerun ours as after a UMAP layout change and as after an HDBSCAN change",
+        help="rerun ours as after each kind of change (WARM_RUNS: data, layout, min_dist, HDBSCAN)",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--embed", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.corpus == "embedded" and not args.worker:  # labels apart from the glosses' ones
@@ -406,6 +428,8 @@ def main() -> None:
         Path(args.cache).mkdir(parents=True, exist_ok=True)
     if args.worker:
         return worker(args)
+    if args.embed:
+        return embed(*args.embed)
 
     from machine_info import machine_line
 
@@ -414,7 +438,7 @@ def main() -> None:
     what = "WordNet glosses" if args.corpus == "wordnet" else "embedded kept captions"
     print(f"corpus: {len(captions)} {what}; threads {args.threads}")
     print(
-        f"{'size':>8} {'method':<17} {'seconds':>8} {'cpu_s':>8} {'peak_MB':>8} {'topics':>6} "
+        f"{'size':>8} {'method':<18} {'seconds':>8} {'cpu_s':>8} {'peak_MB':>8} {'topics':>6} "
         f"{'noise':>6}  what"
     )
     for size in [int(s) for s in args.sizes.split(",")]:

@@ -58,8 +58,9 @@ def make_reducer(
     """UMAP with BERTopic's settings by default. ``random_state`` pins the layout (and makes
     umap-learn single-threaded, the price of identical output twice in a row).
     ``n_epochs=None`` is umap-learn's default (200 above 10k points, else 500).
-    ``cache``: a folder keeping UMAP's output and k-NN graph between fits (``CachedUMAP``,
-    the same output as a plain UMAP); used on the CPU with a seed, ignored otherwise."""
+    ``cache``: a folder keeping UMAP's output, k-NN graph and initial layout between fits
+    (``CachedUMAP``, the same output as a plain UMAP); used on the CPU with a seed, ignored
+    otherwise."""
     options = dict(
         n_components=n_components,
         n_neighbors=n_neighbors,
