@@ -91,7 +91,9 @@ def test_keys_change_with_what_they_depend_on(tmp_path):
 
     graph, init, output = keys()
     for sgd_only in ({"min_dist": 0.5}, {"learning_rate": 0.5}, {"negative_sample_rate": 3}):
-        assert keys(**sgd_only)[:2] == (graph, init) and keys(**sgd_only)[2] != output, sgd_only
+        changed_graph, changed_init, changed_output = keys(**sgd_only)
+        assert (changed_graph, changed_init) == (graph, init), sgd_only
+        assert changed_output != output, sgd_only
     for layout in ({"n_components": 5}, {"n_epochs": 20}, {"init": "pca"}):
         changed_graph, changed_init, changed_output = keys(**layout)
         assert changed_graph == graph and changed_init != init, layout

@@ -79,9 +79,7 @@ class CachedUMAP:
         if len(X) < SMALL_DATA:  # umap-learn's exact path: no NN-descent to save
             embedding = UMAP(**self.options).fit_transform(X)
         else:
-            indices, distances, rng = self._graph(X, data)
-            knn = dict(precomputed_knn=(indices, distances))
-            embedding = self._fit_from_graph(UMAP, X, data, rng, knn)
+            embedding = self._fit_from_graph(X, data)
         _save(output, lambda partial: np.save(partial, embedding))
         return embedding
 
@@ -104,10 +102,15 @@ class CachedUMAP:
         kept = sorted((k, v) for k, v in self.options.items() if k not in LAYOUT_ONLY)
         return _key(data, [self.graph_key(data), kept])
 
-    def _fit_from_graph(self, UMAP, X: np.ndarray, data: hashlib._Hash, rng, knn) -> np.ndarray:
-        """UMAP on the k-NN graph, its initial layout read from disk where only layout-only
-        options changed since it was kept (a given array init then stands in for it, with the
-        random generator at the state the init would have left it in), else kept."""
+    def _fit_from_graph(self, X: np.ndarray, data: hashlib._Hash) -> np.ndarray:
+        """UMAP on the cached (or computed) k-NN graph. Its initial layout is read from disk
+        when only layout-only options changed since it was kept (an array ``init`` then stands
+        in for it, with the random generator at the state the init left it in); otherwise it is
+        computed and kept."""
+        from umap import UMAP
+
+        indices, distances, rng = self._graph(X, data)
+        knn = dict(precomputed_knn=(indices, distances))
         path = self.cache_dir / f"init_{self.init_key(data)}.npz"
         if path.exists():
             stored = np.load(path, allow_pickle=False)
