@@ -18,7 +18,8 @@ Runs, one process each, side by side in one invocation:
                     ours_warm_*); the pairs give how close BERTopic is to itself (ARI spread).
                     Needs `pip install bertopic` (a bench-only dependency); without it the
                     same pipeline is rebuilt from umap/hdbscan/sklearn.
-  ours_cold         pipeline.chc TopicModel (params.yaml-like defaults, --ours-* options) with
+  ours_cold         pipeline.chc TopicModel (params.yaml-like defaults, --ours-* options:
+                    --ours-engine block, our UMAP, by default; umap-learn for BERTopic's) with
                     numba's cache (NUMBA_CACHE_DIR) and, with --umap-cache, UMAP's cache emptied
   ours_warm_*       (--ours-warm) the same again in this order, numba's cache kept, each run
                     finding in UMAP's cache (--umap-cache) what a rerun of `topics` after one
@@ -26,9 +27,12 @@ Runs, one process each, side by side in one invocation:
     ours_warm_new      nothing: new captions or embeddings
     ours_warm_layout   the k-NN graph: a change to n_epochs, n_components or init
     ours_warm_min_dist the k-NN graph and the initial layout: a change to min_dist (or spread,
-                       learning_rate, negative_sample_rate, repulsion_strength)
+                       learning_rate, negative_sample_rate, repulsion_strength); the block
+                       engine keeps no initial layout (its spectral init takes ~1 s)
     ours_warm_cluster  UMAP's output too: a change to topics.hdbscan or the topic-naming params
                        (HDBSCAN and c-TF-IDF only)
+  ours_s<seed>      (--ours-seeds N) ours under the next N-1 UMAP seeds, each as new data (numba
+                    warm, UMAP's cache empty): the spread of ours against BERTopic
 Printed: a row per run (seconds of the fit alone, CPU seconds and peak MB of the whole
 process, topics, noise fraction), the time/memory ratios against BERTopic, BERTopic's ARI
 against itself over every seed pair, and ours against each seed (noise counted as one label).
@@ -183,6 +187,8 @@ def fit_ours(docs, embeddings, args):
             init=args.ours_init,
             random_state=args.seed,
             cache=args.umap_cache,
+            engine=args.ours_engine,
+            blocks=args.ours_blocks,
         ),
         clusterer=make_clusterer(args.ours_backend, min_cluster_size=10),
         fit_sample_size=args.ours_sample,
@@ -191,8 +197,12 @@ def fit_ours(docs, embeddings, args):
     reused = ""
     if args.umap_cache:
         reused = f", {getattr(model.reducer, 'reused', None) or 'nothing'} from cache"
+    engine = args.ours_engine
+    if engine == "block":
+        engine += f" {args.ours_blocks} blocks"
     return result.labels, (
-        f"ours ({args.ours_backend}, sample {args.ours_sample}, epochs {args.ours_epochs}{reused})"
+        f"ours ({args.ours_backend} {engine}, sample {args.ours_sample}, "
+        f"epochs {args.ours_epochs}{reused})"
     )
 
 
@@ -222,8 +232,8 @@ def worker(args) -> None:
 #: the warm reruns in order, each with what it finds removed from UMAP's cache (file patterns)
 WARM_RUNS = {
     "ours_warm_new": ("*",),
-    "ours_warm_layout": ("umap_*.npy", "init_*.npz"),
-    "ours_warm_min_dist": ("umap_*.npy",),
+    "ours_warm_layout": ("umap_*.npy", "init_*.npz", "block_umap_*.npy"),
+    "ours_warm_min_dist": ("umap_*.npy", "block_umap_*.npy"),  # block: no init kept
     "ours_warm_cluster": (),
 }
 
@@ -249,6 +259,10 @@ def run_one(method: str, size: int, args, seed: int, extra_env: dict | None = No
         args.corpus,
         "--ours-backend",
         args.ours_backend,
+        "--ours-engine",
+        args.ours_engine,
+        "--ours-blocks",
+        str(args.ours_blocks),
     ]
     for flag, value in (
         ("--ours-sample", args.ours_sample),
@@ -310,14 +324,16 @@ def bench_size(size: int, args) -> None:
         return
     numba_dir = cache / "numba_ours"
     runs = ["ours_cold"] + (list(WARM_RUNS) if args.ours_warm else [])
+    runs += [f"ours_s{args.seed + i}" for i in range(1, args.ours_seeds)]
     if args.umap_cache:
         shutil.rmtree(args.umap_cache, ignore_errors=True)
     shutil.rmtree(numba_dir, ignore_errors=True)
     for run in runs:
-        for pattern in WARM_RUNS.get(run, ()) if args.umap_cache else ():
+        for pattern in WARM_RUNS.get(run, ("*",)) if args.umap_cache else ():
             for kept in Path(args.umap_cache).glob(pattern):
                 kept.unlink()
-        record = run_one(run, size, args, args.seed, {"NUMBA_CACHE_DIR": str(numba_dir)})
+        seed = int(run[len("ours_s") :]) if run.startswith("ours_s") else args.seed
+        record = run_one(run, size, args, seed, {"NUMBA_CACHE_DIR": str(numba_dir)})
         records.append(record)
         show(record, size)
     names = [f"bertopic_s{seed}" for seed in seeds]
@@ -337,7 +353,7 @@ def report_ratios(bertopic: list[dict], ours: list[dict], size: int) -> None:
     anchors = {"ours_cold": cold, **{run: warm for run in WARM_RUNS}}
     print(f"\nratios at {size} (time, peak memory, noise against the same BERTopic runs):")
     for record in ours:
-        label, runs = anchors[record["method"]]
+        label, runs = anchors.get(record["method"], warm)  # ours_s<seed>: new data, warm
         seconds = float(np.mean([r["seconds"] for r in runs]))
         peak = float(np.mean([r["peak_mb"] for r in runs]))
         noise = float(np.mean([r["noise"] for r in runs]))
@@ -355,13 +371,21 @@ def report_ari(cache: Path, names: list[str], runs: list[str], size: int) -> Non
         + ", ".join(f"{x:.3f}" for x in spread)
         + f" -> spread [{min(spread):.3f}, {max(spread):.3f}]"
     )
+    every = []
     for run in runs:
         ours = [ari(cache, run, name, size) for name in names]
+        every += ours if run == "ours_cold" or run.startswith("ours_s") else []
         inside = min(spread) <= min(ours)
         print(
             f"  {run} against each BERTopic seed: "
             + ", ".join(f"{x:.3f}" for x in ours)
             + ("  (inside the spread)" if inside else "  (BELOW the spread)")
+        )
+    if len(every) > len(names):  # ours under several seeds: the two distributions side by side
+        print(
+            f"  mean ARI: BERTopic to itself {np.mean(spread):.3f} "
+            f"(over {len(spread)} pairs), ours to BERTopic {np.mean(every):.3f} "
+            f"(over {len(every)} pairs, range [{min(every):.3f}, {max(every):.3f}])"
         )
 
 
@@ -403,6 +427,20 @@ def main() -> None:
         default="cpu",
         choices=["cpu", "cuml"],
         help="topics.backend of ours (cuml: on a GPU with RAPIDS cuML)",
+    )
+    parser.add_argument(
+        "--ours-engine",
+        default="block",
+        choices=["block", "umap-learn"],
+        help="topics.umap.engine of ours (umap-learn: BERTopic's exact fit)",
+    )
+    parser.add_argument("--ours-blocks", type=int, default=4, help="topics.umap.blocks of ours")
+    parser.add_argument(
+        "--ours-seeds",
+        type=int,
+        default=1,
+        help="ours also under this many UMAP seeds in all (ours_s<seed>: numba warm, UMAP's "
+        "cache empty), for the spread of its ARI to BERTopic",
     )
     parser.add_argument(
         "--methods",

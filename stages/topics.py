@@ -1,7 +1,7 @@
 """DVC stage `topics`: UMAP -> HDBSCAN -> topic words by GRAM Eq. 3 (see pipeline/chc/topics.py).
 
-Reads params: topics.* (backend, umap.*, hdbscan.*, stop_words, min_topics, fit_sample_size,
-sample_seed, assign_noise, umap_cache, top_n_words, n_examples, map_max_points).
+Reads params: topics.* (backend, umap.* (engine, blocks, ...), hdbscan.*, stop_words, min_topics,
+fit_sample_size, sample_seed, assign_noise, umap_cache, top_n_words, n_examples, map_max_points).
 Reads data/pairs/kept.parquet and data/chc/caption_embeddings.npy (rows aligned).
 Writes data/chc/topics.parquet (topic_id, topic_word, size, words, scores, examples),
 data/chc/topics.md (the same, readable), data/chc/assignments.parquet (key, topic_id,
@@ -70,7 +70,8 @@ def main() -> None:
     result.topics[["topic_word", "size"]].to_csv(SIZES_CSV, index=False)
     plot_topic_sizes(result.topics, SIZES_PNG)
     seed, cache = get(params, "topics.umap.random_state"), get(params, "topics.umap_cache")
-    plot_fitted_map(result, map_points, seed, MAP_PNG, cache=cache)
+    engine = get(params, "topics.umap.engine")
+    plot_fitted_map(result, map_points, seed, MAP_PNG, cache=cache, engine=engine)
     print(
         f"topics: {result.num_topics} topics over {len(kept)} captions, "
         f"{result.noise_fraction:.1%} noise; largest: {', '.join(result.topic_words[:10])}"

@@ -41,6 +41,8 @@ PARAMS = {
             "random_state": 42,
             "n_epochs": 200,
             "init": "spectral",
+            "engine": "umap-learn",
+            "blocks": 4,
         },
         "umap_cache": None,
         "hdbscan": {"min_cluster_size": 8, "min_samples": None, "cluster_selection_method": "eom"},
@@ -77,10 +79,12 @@ OUTPUTS = [
 ]
 
 
-def write_inputs(root: Path) -> None:
+def write_inputs(root: Path, engine: str = "umap-learn") -> None:
     import webdataset as wds
 
-    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    params = {**PARAMS, "topics": {**PARAMS["topics"]}}
+    params["topics"]["umap"] = {**PARAMS["topics"]["umap"], "engine": engine}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
     rows = []
     for phrases in THEMES.values():
         for style in STYLES:
@@ -109,10 +113,11 @@ def run_stages() -> dict[str, str]:
     return {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files}
 
 
-@pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+@pytest.fixture(scope="module", params=["umap-learn", "block"])
+def two_runs(tmp_path_factory, request):
+    """Both UMAP engines (topics.umap.engine): each recovers the themes, twice the same."""
     root = tmp_path_factory.mktemp("chc")
-    write_inputs(root)
+    write_inputs(root, request.param)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         first = run_stages()

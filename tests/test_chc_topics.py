@@ -200,6 +200,8 @@ def test_params_are_checked_by_key():
                 "random_state": 42,
                 "n_epochs": None,
                 "init": "spectral",
+                "engine": "umap-learn",
+                "blocks": 4,
             },
             "umap_cache": None,
             "hdbscan": {
@@ -234,6 +236,16 @@ def test_params_are_checked_by_key():
     cached = topic_model_from_params(params, embedder=FakeEmbedder(None)).reducer
     assert type(cached).__name__ == "CachedUMAP" and str(cached.cache_dir) == "some/folder"
     assert cached.n_neighbors == 15 and cached.options["min_dist"] == 0.0
+    params["topics"]["umap"]["engine"] = "block"
+    block = topic_model_from_params(params, embedder=FakeEmbedder(None)).reducer
+    assert type(block).__name__ == "BlockUMAP" and block.blocks == 4
+    assert str(block.cache_dir) == "some/folder" and block.n_neighbors == 15
+    params["topics"]["umap"]["blocks"] = 3
+    with pytest.raises(ParamError, match="topics.umap.blocks = 3: must be 1 or even"):
+        topic_model_from_params(params)
+    params["topics"]["umap"]["engine"] = "fast"
+    with pytest.raises(ParamError, match="topics.umap.engine"):
+        topic_model_from_params(params)
 
 
 def test_backend_choice_and_fallback(monkeypatch, caplog):

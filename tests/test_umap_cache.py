@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.chc.umap_cache import SMALL_DATA, CachedUMAP, _digest
+from pipeline.chc.umap_cache import SMALL_DATA, CachedUMAP, digest
 
 OPTIONS = dict(
     n_neighbors=10,
@@ -83,7 +83,7 @@ def test_small_data_caches_the_output_only(tmp_path):
 
 def test_keys_change_with_what_they_depend_on(tmp_path):
     X = blobs(SMALL_DATA + 10)
-    data = _digest(X)
+    data = digest(X)
 
     def keys(**changes):
         reducer = CachedUMAP(tmp_path, **{**OPTIONS, **changes})
@@ -105,8 +105,8 @@ def test_keys_change_with_what_they_depend_on(tmp_path):
     other = X.copy()
     other[0, 0] += 1e-3
     reducer = CachedUMAP(tmp_path, **OPTIONS)
-    assert reducer.graph_key(_digest(other)) != graph
-    assert reducer.output_key(_digest(other)) != output
+    assert reducer.graph_key(digest(other)) != graph
+    assert reducer.output_key(digest(other)) != output
 
 
 def test_needs_an_integer_seed(tmp_path):

@@ -14,6 +14,8 @@ import os
 log = logging.getLogger(__name__)
 
 BACKENDS = ("cpu", "cuml", "auto")
+#: UMAP on the CPU: umap-learn (BERTopic's exact fit) or ours, ``BlockUMAP`` (block_umap.py)
+ENGINES = ("umap-learn", "block")
 
 
 def cuml_available() -> bool:
@@ -54,13 +56,16 @@ def make_reducer(
     low_memory: bool = True,
     verbose: bool = False,
     cache: str | None = None,
+    engine: str = "umap-learn",
+    blocks: int = 4,
 ):
     """UMAP with BERTopic's settings by default. ``random_state`` pins the layout (and makes
     umap-learn single-threaded, the price of identical output twice in a row).
     ``n_epochs=None`` is umap-learn's default (200 above 10k points, else 500).
     ``cache``: a folder keeping UMAP's output, k-NN graph and initial layout between fits
     (``CachedUMAP``, the same output as a plain UMAP); used on the CPU with a seed, ignored
-    otherwise."""
+    otherwise. ``engine`` (CPU only): ``umap-learn``, or ``block``, our reproducible
+    multi-core UMAP (``BlockUMAP``, ``blocks`` vertex blocks in its layout)."""
     options = dict(
         n_components=n_components,
         n_neighbors=n_neighbors,
@@ -75,6 +80,13 @@ def make_reducer(
         from cuml.manifold import UMAP as CumlUMAP
 
         return CumlUMAP(**options)
+    if engine not in ENGINES:
+        raise ValueError(f"topics.umap.engine = {engine!r} must be one of {list(ENGINES)}")
+    if engine == "block":
+        from .block_umap import BlockUMAP
+
+        del options["verbose"]
+        return BlockUMAP(**options, blocks=blocks, cache=cache)
     # A seeded umap-learn runs on one thread anyway; saying so silences its warning.
     n_jobs = 1 if random_state is not None else -1
     if cache is not None and random_state is not None:

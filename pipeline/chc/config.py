@@ -7,7 +7,7 @@ from typing import Any
 
 from pipeline.params import ParamError, check_choice, check_range, get
 
-from .backends import BACKENDS, make_clusterer, make_reducer
+from .backends import BACKENDS, ENGINES, make_clusterer, make_reducer
 from .ctfidf import make_vectorizer
 from .topics import TopicModel
 
@@ -84,7 +84,19 @@ def _reducer_from_params(params: dict[str, Any], backend: str):
             "topics.umap.init", get(params, "topics.umap.init"), ("spectral", "random", "pca")
         ),
         cache=_optional_folder(params, "topics.umap_cache"),
+        engine=check_choice("topics.umap.engine", get(params, "topics.umap.engine"), ENGINES),
+        blocks=_blocks(params),
     )
+
+
+def _blocks(params: dict[str, Any]) -> int:
+    blocks = check_range("topics.umap.blocks", get(params, "topics.umap.blocks"), 1, integer=True)
+    if blocks > 1 and blocks % 2:
+        raise ParamError(
+            f"params.yaml: topics.umap.blocks = {blocks}: must be 1 or even (the layout's "
+            "blocks meet in pairs)"
+        )
+    return blocks
 
 
 def _clusterer_from_params(params: dict[str, Any], backend: str):

@@ -74,13 +74,15 @@ def plot_fitted_map(
     random_state: int,
     path: str | Path,
     cache: str | Path | None = None,
+    engine: str = "umap-learn",
 ) -> None:
     """The topic map of at most ``max_points`` of the fitted captions (a seeded sample, kept
     in fit order), laid out in 2-D from their UMAP coordinates (kept in ``cache``, if given,
-    like the fit's own UMAP: a rerun after an HDBSCAN change draws the same map at once)."""
+    like the fit's own UMAP: a rerun after an HDBSCAN change draws the same map at once) by
+    the fit's UMAP ``engine``."""
     rng = np.random.default_rng(random_state)
     shown = np.sort(rng.permutation(len(result.fit_index))[:max_points])
-    xy = map_2d(result.reduced[shown], random_state=random_state, cache=cache)
+    xy = map_2d(result.reduced[shown], random_state=random_state, cache=cache, engine=engine)
     plot_topic_map(xy, result.labels[result.fit_index[shown]], result.topic_words, path)
 
 
@@ -89,14 +91,18 @@ def map_2d(
     random_state: int = 0,
     n_neighbors: int = 15,
     cache: str | Path | None = None,
+    engine: str = "umap-learn",
 ) -> np.ndarray:
     """2-D UMAP of the (already reduced) coordinates, for the topic map only."""
     from .umap_cache import CachedUMAP
 
     n_neighbors = max(2, min(n_neighbors, len(reduced) - 1))
-    options = dict(
-        n_components=2, n_neighbors=n_neighbors, min_dist=0.1, n_jobs=1, random_state=random_state
-    )
+    options = dict(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, random_state=random_state)
+    if engine == "block":
+        from .block_umap import BlockUMAP
+
+        return BlockUMAP(**options, metric="euclidean", cache=cache).fit_transform(reduced)
+    options["n_jobs"] = 1
     if cache is None:
         from umap import UMAP
 

@@ -64,7 +64,7 @@ class CachedUMAP:
 
     def fit_transform(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32)
-        data = _digest(X)
+        data = digest(X)
         output = self.cache_dir / f"umap_{self.output_key(data)}.npy"
         if output.exists():
             self.reused = "output"
@@ -80,7 +80,7 @@ class CachedUMAP:
             embedding = UMAP(**self.options).fit_transform(X)
         else:
             embedding = self._fit_from_graph(X, data)
-        _save(output, lambda partial: np.save(partial, embedding))
+        save_atomic(output, lambda partial: np.save(partial, embedding))
         return embedding
 
     def graph_key(self, data: hashlib._Hash) -> str:
@@ -91,16 +91,16 @@ class CachedUMAP:
             self.options.get("low_memory", True),
             self.options["random_state"],
         ]
-        return _key(data, parts + _environment())
+        return cache_key(data, parts + _environment())
 
     def output_key(self, data: hashlib._Hash) -> str:
         """Key of the output: the embeddings' digest and every UMAP option."""
-        return _key(data, [sorted(self.options.items())] + _environment())
+        return cache_key(data, [sorted(self.options.items())] + _environment())
 
     def init_key(self, data: hashlib._Hash) -> str:
         """Key of the initial layout: the graph's key and every option but the layout-only."""
         kept = sorted((k, v) for k, v in self.options.items() if k not in LAYOUT_ONLY)
-        return _key(data, [self.graph_key(data), kept])
+        return cache_key(data, [self.graph_key(data), kept])
 
     def _fit_from_graph(self, X: np.ndarray, data: hashlib._Hash) -> np.ndarray:
         """UMAP on the cached (or computed) k-NN graph. Its initial layout is read from disk
@@ -123,7 +123,7 @@ class CachedUMAP:
             init, state = captured[0]
             # UMAP jitters a given init that has repeated rows: that one cannot stand in
             if len(np.unique(init, axis=0)) == len(init):
-                _save(path, lambda partial: np.savez(partial, init=init, **state))
+                save_atomic(path, lambda partial: np.savez(partial, init=init, **state))
         return embedding
 
     def _graph(self, X: np.ndarray, data: hashlib._Hash):
@@ -149,7 +149,7 @@ class CachedUMAP:
             verbose=self.options.get("verbose", False),
         )
         graph = dict(indices=indices, distances=distances, **_state(rng))
-        _save(path, lambda partial: np.savez(partial, **graph))
+        save_atomic(path, lambda partial: np.savez(partial, **graph))
         log.info("topics: k-NN graph cached in %s", path)
         return indices, distances, rng
 
@@ -198,13 +198,13 @@ def _captured_init():
         umap_module.noisy_scale_coords = original
 
 
-def _digest(X: np.ndarray) -> hashlib._Hash:
+def digest(X: np.ndarray) -> hashlib._Hash:
     digest = hashlib.sha256(X.tobytes())
     digest.update(repr(X.shape).encode())
     return digest
 
 
-def _key(data: hashlib._Hash, parts: list) -> str:
+def cache_key(data: hashlib._Hash, parts: list) -> str:
     digest = data.copy()
     for part in parts:
         digest.update(repr(part).encode())
@@ -221,7 +221,7 @@ def _environment() -> list[str]:
     return [version(name) for name in ("umap-learn", "pynndescent", "numba")] + [cpu]
 
 
-def _save(path: Path, write) -> None:
+def save_atomic(path: Path, write) -> None:
     """``write(partial)`` then rename, so no reader ever sees half a file under ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.tmp{path.suffix}")
