@@ -124,10 +124,11 @@ def make_clusterer(
 
     # hdbscan's default of 4 core-distance workers costs ~1.8 s more than one per CPU on 2
     # CPUs at 100k captions (process start-up); the labels do not depend on it.
-    return HDBSCAN(**options, core_dist_n_jobs=_usable_cpus())
+    return HDBSCAN(**options, core_dist_n_jobs=usable_cpus())
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
     if hasattr(os, "sched_getaffinity"):  # Linux: the CPUs this process may run on
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1

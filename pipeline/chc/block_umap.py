@@ -21,18 +21,16 @@ k-NN search.
 
 from __future__ import annotations
 
-import logging
 import os
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
+from .backends import usable_cpus
 from .umap_cache import cache_key, digest, save_atomic
-from .umap_graph import METRICS, default_threads, fuzzy_graph, nearest_neighbors, spectral_init
+from .umap_graph import METRICS, fuzzy_graph, nearest_neighbors, spectral_init
 from .umap_layout import INT32_MAX, INT32_MIN, find_ab_params, optimize_layout
-
-log = logging.getLogger(__name__)
 
 INITS = ("spectral", "random", "pca")
 #: rows from which the layout shows a progress bar
@@ -110,7 +108,7 @@ class BlockUMAP:
         return embedding
 
     def _fit(self, X: np.ndarray, data) -> np.ndarray:
-        threads = self.threads or default_threads()
+        threads = self.threads or usable_cpus()
         indices, distances = self._neighbours(X, data, threads)
         graph = fuzzy_graph(indices, distances).tocoo()
         graph.sum_duplicates()

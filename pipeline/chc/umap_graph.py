@@ -19,13 +19,14 @@ objects as umap-learn 0.5 from faiss, numpy and scipy, which compile nothing:
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
+
+from .backends import usable_cpus
 
 #: below this many rows the k-NN is exact (one matrix product); above, a faiss IVF index
 EXACT_BELOW = 20_000
@@ -52,7 +53,7 @@ def nearest_neighbors(
             f"topics.umap.metric = {metric!r}: the block engine supports {list(METRICS)}; "
             "use topics.umap.engine: umap-learn for other metrics"
         )
-    threads = threads or default_threads()
+    threads = threads or usable_cpus()
     faiss.omp_set_num_threads(threads)
     X = np.ascontiguousarray(X, dtype=np.float32)
     n, dim = X.shape
@@ -328,10 +329,3 @@ def _centroid_layout(X, labels, pieces: int, dim: int, metric: str, rng) -> np.n
         n_components=dim, affinity="precomputed", random_state=rng
     ).fit_transform(affinity)
     return embedding / embedding.max()
-
-
-def default_threads() -> int:
-    """The CPUs this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
