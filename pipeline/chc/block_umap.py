@@ -21,15 +21,13 @@ k-NN search.
 
 from __future__ import annotations
 
-import os
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
 from .backends import usable_cpus
-from .umap_cache import cache_key, digest, save_atomic
-from .umap_graph import METRICS, fuzzy_graph, nearest_neighbors, spectral_init
+from .umap_cache import cache_key, digest, environment, save_atomic
+from .umap_graph import check_metric, fuzzy_graph, nearest_neighbors, spectral_init
 from .umap_layout import INT32_MAX, INT32_MIN, find_ab_params, optimize_layout
 
 INITS = ("spectral", "random", "pca")
@@ -64,11 +62,7 @@ class BlockUMAP:
         repulsion_strength: float = 1.0,
         cache: str | Path | None = None,
     ) -> None:
-        if metric not in METRICS:
-            raise ValueError(
-                f"topics.umap.metric = {metric!r}: topics.umap.engine block supports "
-                f"{list(METRICS)}; set topics.umap.engine: umap-learn for other metrics"
-            )
+        check_metric(metric)
         if init not in INITS:
             raise ValueError(f"topics.umap.init = {init!r} must be one of {list(INITS)}")
         if not isinstance(random_state, int):
@@ -174,17 +168,5 @@ class BlockUMAP:
         return None if self.cache_dir is None else self.cache_dir / f"block_{kind}_{key}{suffix}"
 
     def _key(self, data, parts: list) -> str:
-        """``parts`` and what the bits depend on beyond them: faiss, numba, numpy and scipy
-        versions and the CPU numba compiles for (README "Same params, same bytes")."""
-        import llvmlite.binding
-
-        cpu = os.environ.get("NUMBA_CPU_NAME") or llvmlite.binding.get_host_cpu_name()
-        libraries = [_version(name) for name in ("faiss-cpu", "numba", "numpy", "scipy")]
-        return cache_key(data, parts + libraries + [cpu])
-
-
-def _version(name: str) -> str:
-    try:
-        return version(name)
-    except Exception:  # faiss-gpu instead of faiss-cpu, say
-        return "?"
+        """``parts`` and what the bits depend on beyond them (library versions, CPU)."""
+        return cache_key(data, parts + environment(("faiss-cpu", "numba", "numpy", "scipy")))

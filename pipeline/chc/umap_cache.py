@@ -31,7 +31,7 @@ import hashlib
 import logging
 import os
 from contextlib import contextmanager
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -91,11 +91,11 @@ class CachedUMAP:
             self.options.get("low_memory", True),
             self.options["random_state"],
         ]
-        return cache_key(data, parts + _environment())
+        return cache_key(data, parts + environment())
 
     def output_key(self, data: hashlib._Hash) -> str:
         """Key of the output: the embeddings' digest and every UMAP option."""
-        return cache_key(data, [sorted(self.options.items())] + _environment())
+        return cache_key(data, [sorted(self.options.items())] + environment())
 
     def init_key(self, data: hashlib._Hash) -> str:
         """Key of the initial layout: the graph's key and every option but the layout-only."""
@@ -211,14 +211,21 @@ def cache_key(data: hashlib._Hash, parts: list) -> str:
     return digest.hexdigest()[:24]
 
 
-def _environment() -> list[str]:
-    """What the bits of NN-descent and the layout depend on beyond the inputs: the library
-    versions (read from the installed metadata, without importing them) and the CPU numba
-    compiles for (README "Same params, same bytes")."""
+def environment(libraries=("umap-learn", "pynndescent", "numba")) -> list[str]:
+    """What the bits of a fit depend on beyond the inputs: the ``libraries``' versions (read
+    from the installed metadata, without importing them; "?" for one not installed under
+    that name) and the CPU numba compiles for (README "Same params, same bytes")."""
     import llvmlite.binding
 
     cpu = os.environ.get("NUMBA_CPU_NAME") or llvmlite.binding.get_host_cpu_name()
-    return [version(name) for name in ("umap-learn", "pynndescent", "numba")] + [cpu]
+    return [_installed_version(name) for name in libraries] + [cpu]
+
+
+def _installed_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:  # faiss-gpu installed instead of faiss-cpu, say
+        return "?"
 
 
 def save_atomic(path: Path, write) -> None:

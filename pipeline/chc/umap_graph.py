@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 import scipy.sparse
+import scipy.sparse.csgraph
 import scipy.sparse.linalg
 
 from .backends import usable_cpus
@@ -48,11 +49,7 @@ def nearest_neighbors(
     "Speed": recall, and why it matters for the topics)."""
     import faiss
 
-    if metric not in METRICS:
-        raise ValueError(
-            f"topics.umap.metric = {metric!r}: the block engine supports {list(METRICS)}; "
-            "use topics.umap.engine: umap-learn for other metrics"
-        )
+    check_metric(metric)
     threads = threads or usable_cpus()
     faiss.omp_set_num_threads(threads)
     X = np.ascontiguousarray(X, dtype=np.float32)
@@ -185,6 +182,14 @@ def _refine_rows(X, indices, distances, first, stop, out_indices, out_distances,
                     best_distance[p] = distance
         out_indices[i] = best
         out_distances[i] = best_distance
+
+
+def check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ValueError(
+            f"topics.umap.metric = {metric!r}: the block engine supports {list(METRICS)}; "
+            "use topics.umap.engine: umap-learn for other metrics"
+        )
 
 
 def _self_first(indices: np.ndarray, distances: np.ndarray):
